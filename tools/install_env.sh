@@ -50,11 +50,11 @@ PYEOF
 fi
 
 # The editable install points at this checkout; redo it when the checkout moved.
-if ! "$PY" -c "import mmext, os, sys; sys.exit(not os.path.samefile(os.path.dirname(mmext.__file__), '$ROOT/mmext'))" 2>/dev/null; then
+if ! (cd / && "$PY" -c "import mmext, os, sys; sys.exit(not os.path.samefile(os.path.dirname(mmext.__file__), '$ROOT/mmext'))" 2>/dev/null); then
     say "installing mmext (editable) from $ROOT"
     "${PIP[@]}" -q --no-deps --no-build-isolation -e "$ROOT"
 fi
 
 say "verifying the stack"
-"$PY" -m mmext.utils.env --check || { rm -f "$STAMP"; fail "stack verification failed (see above)"; }
+(cd / && "$PY" -m mmext.utils.env --check) || { rm -f "$STAMP"; fail "stack verification failed (see above)"; }
 say "done in $(( $(date +%s) - start )) s; python: $PY"

@@ -32,11 +32,29 @@ def _numpy_reconstruct():
     return [_reconstruct, scalar]
 
 
+def _history_buffer_getattr(owner, name):
+    """Stands in for ``builtins.getattr`` while unpickling.
+
+    A pickled ``HistoryBuffer`` refers to its statistics methods as
+    ``getattr(HistoryBuffer, 'mean')``. A general getattr would let a pickle
+    walk to any attribute (``__globals__``, ...), so only those lookups pass.
+    """
+    from mmengine.logging.history_buffer import HistoryBuffer
+    if owner is HistoryBuffer and not name.startswith('_') and (
+            name in HistoryBuffer._statistics_methods
+            or name in ('min', 'max', 'current', 'mean')):
+        return getattr(owner, name)
+    raise pickle.UnpicklingError(
+        f'GLOBAL getattr({getattr(owner, "__name__", owner)!r}, {name!r}) '
+        'is outside the allow-list')
+
+
 def safe_globals() -> List:
     """The classes and functions mmengine checkpoints need, and nothing more."""
     from mmengine.logging.history_buffer import HistoryBuffer
 
     allowed = [HistoryBuffer, np.ndarray, np.dtype] + _numpy_reconstruct()
+    allowed.append((_history_buffer_getattr, 'builtins.getattr'))
     # Concrete dtype classes (numpy >= 1.25) appear when a dtype is pickled.
     allowed += sorted({type(np.dtype(t)) for t in np.sctypeDict.values()},
                       key=lambda c: c.__name__)
