@@ -39,7 +39,7 @@ PYEOF
     else
         # No wheel exists for this torch: build from source (about 9 min on 2 cores,
         # pip caches the wheel afterwards). CUDA ops when nvcc is found or FORCE_CUDA=1.
-        say "building mmcv 2.1.0 from source (first time: ~9 min on 2 cores)"
+        say "installing mmcv 2.1.0 (compiled from source unless pip cached the wheel: ~9-20 min cold)"
         MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
             "${PIP[@]}" --no-build-isolation -c "$REQ/torch.txt" -r "$REQ/mmcv.txt"
     fi
