@@ -1,3 +1,2 @@
-from .demo import OBJECT_CLASSES, SEG_CLASSES, make_demo_data
-
-__all__ = ['make_demo_data', 'OBJECT_CLASSES', 'SEG_CLASSES']
+"""Datasets and data tools. ``mmext.datasets.demo`` generates the embedded
+demo data (``python -m mmext.datasets.demo``)."""

@@ -1,0 +1,107 @@
+"""Family-independent parts of checkpoint conversion: reading an official
+file, writing the result atomically, and the end-to-end pipeline."""
+import argparse
+import os
+import os.path as osp
+import tempfile
+from typing import Callable, Dict, Optional
+
+import torch
+
+from mmext.utils.checkpoint import load_checkpoint_file, state_dict_from
+
+
+class ConversionError(ValueError):
+    """The source checkpoint cannot be converted (wrong model, unknown
+    keys, shapes that fit no architecture, ...)."""
+
+
+def load_source(path: str) -> Dict[str, torch.Tensor]:
+    """Read an official checkpoint into a flat state dict: a bare state dict
+    or one under ``state_dict`` / ``model`` / ``state_dict_ema``, with or
+    without ``module.`` prefixes. Loading is ``weights_only`` (plus
+    ``argparse.Namespace``, which timm training scripts store as ``args``);
+    truncated files raise :class:`~mmext.utils.checkpoint.
+    CorruptCheckpointError`."""
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        checkpoint = load_checkpoint_file(path, map_location='cpu')
+    try:
+        state = state_dict_from(checkpoint)
+    except ValueError as err:
+        raise ConversionError(f'{path}: {err}') from None
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise ConversionError(f'{path} holds no tensors')
+    return tensors
+
+
+def save_atomic(obj, dst: str, force: bool = False) -> None:
+    """``torch.save`` to a temporary file next to ``dst``, then rename: a
+    crash or error never leaves a partial ``dst``. Refuses to replace an
+    existing ``dst`` unless ``force``."""
+    if osp.exists(dst) and not force:
+        raise FileExistsError(f'{dst} exists; pass --force (force=True) to '
+                              'overwrite it')
+    folder = osp.dirname(osp.abspath(dst))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{osp.basename(dst)}.',
+                               suffix='.part')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        if osp.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def convert_checkpoint(family: str,
+                       src: str,
+                       dst: str,
+                       keep_head: bool = False,
+                       force: bool = False,
+                       arch=None,
+                       log: Optional[Callable[[str], None]] = None) -> Dict:
+    """Convert ``src`` (an official checkpoint of ``family``) to ``dst``.
+
+    Infers the architecture from the tensor shapes (``arch`` overrides),
+    maps the keys, drops classifier-only keys unless ``keep_head``, checks
+    that the result loads into the inferred architecture with no missing or
+    unexpected keys, and only then writes ``{'state_dict', 'meta'}``
+    atomically. Returns ``meta`` plus the list of dropped keys.
+    """
+    from . import get_converter
+    log = log or (lambda msg: None)
+    converter = get_converter(family)
+    if osp.exists(dst) and not force:  # fail before the (slow) load
+        raise FileExistsError(f'{dst} exists; pass --force to overwrite it')
+    if osp.abspath(src) == osp.abspath(dst):
+        raise ValueError('source and destination are the same file')
+
+    state = load_source(src)
+    new_state, meta, dropped = converter.convert(
+        state, keep_head=keep_head, arch=arch)
+    converter.verify(new_state, meta)
+    meta = dict(meta, source=osp.basename(src))
+    save_atomic({'state_dict': new_state, 'meta': meta}, dst, force=force)
+
+    log(f'{family}: {meta.get("arch") or "custom arch"} '
+        f'({meta.get("layout")}), {len(new_state)} tensors written to {dst}')
+    if dropped:
+        log(f'dropped {len(dropped)} key(s) not used by this layout: ' +
+            ', '.join(_summarize(dropped)))
+    return dict(meta, dropped_keys=list(dropped))
+
+
+def _summarize(keys, limit: int = 12):
+    """Group ``a.b.weight``/``a.b.bias`` under ``a.b.*`` for short logs."""
+    groups = []
+    for key in keys:
+        stem = key.rsplit('.', 1)[0] + '.*' if '.' in key else key
+        if stem not in groups:
+            groups.append(stem)
+    return groups[:limit] + ([f'... ({len(groups) - limit} more)']
+                             if len(groups) > limit else [])

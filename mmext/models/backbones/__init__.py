@@ -1,0 +1,6 @@
+from .dualvit import DualViT
+
+__all__ = ['DualViT']
+
+from .elsa_swin import ELSASwin  # noqa: E402
+__all__ += ['ELSASwin']

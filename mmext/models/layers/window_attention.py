@@ -1,0 +1,222 @@
+"""(Shifted) window multi-head self-attention with a relative position bias.
+
+The Swin Transformer convention is used throughout: the bias table has shape
+``((2 * Wh - 1) * (2 * Ww - 1), num_heads)`` and is indexed by the relative
+position *query minus key*; ``qkv`` rows are ordered ``[q; k; v]``. Feature
+maps of any size are padded (bottom/right, with zeros) to a multiple of the
+window; shifted windows use a cyclic roll and a -100 mask between regions
+that were not adjacent before the roll.
+
+Only torch and mmengine are needed; attention runs through
+``torch.nn.functional.scaled_dot_product_attention``.
+"""
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import trunc_normal_
+from torch import Tensor
+
+__all__ = ['WindowMSA', 'ShiftWindowMSA', 'relative_position_index']
+
+
+def _pair(x) -> Tuple[int, int]:
+    if isinstance(x, int):
+        return x, x
+    x = tuple(x)
+    if len(x) != 2:
+        raise ValueError(f'expected an int or a pair, got {x!r}')
+    return int(x[0]), int(x[1])
+
+
+def relative_position_index(window_size: Union[int, Sequence[int]]) -> Tensor:
+    """``(N, N)`` index into the bias table for every (query, key) pair of a
+    window with ``N = Wh * Ww`` tokens, for the offset query minus key."""
+    wh, ww = _pair(window_size)
+    ys, xs = torch.meshgrid(
+        torch.arange(wh), torch.arange(ww), indexing='ij')
+    ys, xs = ys.flatten(), xs.flatten()
+    dy = ys[:, None] - ys[None, :] + (wh - 1)
+    dx = xs[:, None] - xs[None, :] + (ww - 1)
+    return dy * (2 * ww - 1) + dx
+
+
+class WindowMSA(BaseModule):
+    """Multi-head self-attention inside one window, with relative bias.
+
+    Args:
+        embed_dims (int): channels.
+        num_heads (int): heads; must divide ``embed_dims``.
+        window_size (int | tuple[int]): ``(Wh, Ww)``.
+        qkv_bias (bool): bias in the qkv projection. Default True.
+        qk_scale (float, optional): defaults to ``head_dim ** -0.5``.
+        attn_drop_rate (float): dropout on attention weights.
+        proj_drop_rate (float): dropout after the output projection.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 window_size: Union[int, Sequence[int]],
+                 qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None,
+                 attn_drop_rate: float = 0.,
+                 proj_drop_rate: float = 0.,
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        if embed_dims % num_heads != 0:
+            raise ValueError(f'embed_dims ({embed_dims}) must be divisible '
+                             f'by num_heads ({num_heads})')
+        self.embed_dims = embed_dims
+        self.num_heads = num_heads
+        self.window_size = _pair(window_size)
+        head_dims = embed_dims // num_heads
+        self.scale = qk_scale or head_dims**-0.5
+        wh, ww = self.window_size
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
+        self.register_buffer(
+            'relative_position_index',
+            relative_position_index(self.window_size),
+            persistent=False)
+        self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
+        self.attn_drop_rate = attn_drop_rate
+        self.proj = nn.Linear(embed_dims, embed_dims)
+        self.proj_drop = nn.Dropout(proj_drop_rate)
+
+    def init_weights(self):
+        super().init_weights()
+        trunc_normal_(self.relative_position_bias_table, std=.02)
+
+    def relative_bias(self) -> Tensor:
+        """``(num_heads, N, N)`` bias for one window."""
+        n = self.window_size[0] * self.window_size[1]
+        idx = self.relative_position_index.reshape(-1)
+        bias = self.relative_position_bias_table[idx].view(n, n, -1)
+        return bias.permute(2, 0, 1)
+
+    def forward(self,
+                x: Tensor,
+                mask: Optional[Tensor] = None,
+                batch: Optional[int] = None) -> Tensor:
+        """
+        Args:
+            x (Tensor): ``(num_windows * B, N, C)`` windows, ordered with the
+                window index fastest-varying inside each image.
+            mask (Tensor, optional): ``(num_windows, N, N)`` additive mask.
+            batch (int, optional): ``B``; inferred from ``mask`` if omitted.
+        """
+        bw, n, c = x.shape
+        heads = self.num_heads
+        qkv = self.qkv(x).reshape(bw, n, 3, heads, c // heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (bw, heads, N, d)
+        bias = self.relative_bias().to(q.dtype)
+        if mask is not None:
+            nw = mask.shape[0]
+            if bw % nw != 0:
+                raise ValueError(f'{bw} windows cannot be grouped by a mask '
+                                 f'for {nw} windows per image')
+            b = bw // nw
+            shape5 = (b, nw, heads, n, c // heads)
+            q, k, v = (t.reshape(shape5) for t in (q, k, v))
+            bias = bias.unsqueeze(0) + mask.to(q.dtype).unsqueeze(1)
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=bias,
+            dropout_p=self.attn_drop_rate if self.training else 0.,
+            scale=self.scale)
+        out = out.reshape(bw, heads, n, c // heads).transpose(1, 2)
+        out = self.proj(out.reshape(bw, n, c))
+        return self.proj_drop(out)
+
+
+def _window_partition(x: Tensor, ws: Tuple[int, int]) -> Tensor:
+    b, h, w, c = x.shape
+    x = x.view(b, h // ws[0], ws[0], w // ws[1], ws[1], c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, ws[0] * ws[1], c)
+
+
+def _window_reverse(windows: Tensor, ws: Tuple[int, int], h: int,
+                    w: int) -> Tensor:
+    c = windows.shape[-1]
+    x = windows.view(-1, h // ws[0], w // ws[1], ws[0], ws[1], c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
+
+
+class ShiftWindowMSA(BaseModule):
+    """Window attention over a token map of any size, optionally shifted.
+
+    Args:
+        embed_dims, num_heads, qkv_bias, qk_scale, attn_drop_rate,
+        proj_drop_rate: see :class:`WindowMSA`.
+        window_size (int): square window size. Default 7.
+        shift_size (int): cyclic shift, ``0 <= shift_size < window_size``.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 window_size: int = 7,
+                 shift_size: int = 0,
+                 qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None,
+                 attn_drop_rate: float = 0.,
+                 proj_drop_rate: float = 0.,
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        if not 0 <= shift_size < window_size:
+            raise ValueError(f'shift_size must be in [0, window_size), got '
+                             f'{shift_size} with window_size {window_size}')
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.w_msa = WindowMSA(
+            embed_dims,
+            num_heads,
+            window_size,
+            qkv_bias=qkv_bias,
+            qk_scale=qk_scale,
+            attn_drop_rate=attn_drop_rate,
+            proj_drop_rate=proj_drop_rate)
+
+    def _shift_mask(self, hp: int, wp: int, device) -> Tensor:
+        ws, s = self.window_size, self.shift_size
+        region = torch.zeros((1, hp, wp, 1), device=device)
+        cuts = (slice(0, -ws), slice(-ws, -s), slice(-s, None))
+        label = 0
+        for hs in cuts:
+            for wsl in cuts:
+                region[:, hs, wsl, :] = label
+                label += 1
+        region = _window_partition(region, (ws, ws)).squeeze(-1)  # nW, N
+        diff = region.unsqueeze(1) - region.unsqueeze(2)
+        return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.)
+
+    def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
+        """``x``: ``(B, H * W, C)`` tokens of an ``H x W`` map."""
+        b, length, c = x.shape
+        h, w = hw_shape
+        if length != h * w:
+            raise ValueError(f'got {length} tokens for a {h}x{w} map')
+        ws = self.window_size
+        x = x.view(b, h, w, c)
+        pad_b = (ws - h % ws) % ws
+        pad_r = (ws - w % ws) % ws
+        x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+        hp, wp = h + pad_b, w + pad_r
+        mask = None
+        if self.shift_size > 0:
+            x = torch.roll(
+                x, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
+            mask = self._shift_mask(hp, wp, x.device)
+        windows = _window_partition(x, (ws, ws))
+        windows = self.w_msa(windows, mask=mask)
+        x = _window_reverse(windows, (ws, ws), hp, wp)
+        if self.shift_size > 0:
+            x = torch.roll(
+                x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
+        x = x[:, :h, :w, :]
+        return x.reshape(b, h * w, c)

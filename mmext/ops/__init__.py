@@ -1,0 +1,7 @@
+"""Custom operators."""
+from .elsa import (ELSA_IMPLS, carafe_available, elsa_filter,
+                   elsa_filter_unfold)
+
+__all__ = [
+    'elsa_filter', 'elsa_filter_unfold', 'carafe_available', 'ELSA_IMPLS'
+]

@@ -1,0 +1,290 @@
+"""Up-front checks that turn common mistakes into errors naming the problem
+and the fix, before any model or dataset is built:
+
+* ``--cfg-options`` keys that do not exist (with close matches);
+* dataset folders / annotation files that are missing (with where the data
+  should be and how to get it);
+* a pretrained backbone file that is missing (with the conversion command);
+* a checkpoint to test / resume from that is missing.
+"""
+import difflib
+import inspect
+import os.path as osp
+import re
+from typing import Any, Iterable, List, Optional
+
+from mmengine.config import Config
+from mmengine.logging import print_log
+
+
+class ConfigError(ValueError):
+    """A config (or a command-line override of it) cannot work."""
+
+
+# --------------------------------------------------------------------------
+# --cfg-options
+# --------------------------------------------------------------------------
+#: Top-level keys the runner / tools read although bases rarely set them.
+_EXTRA_TOP_LEVEL = {
+    'randomness', 'experiment_name', 'find_unused_parameters', 'sync_bn',
+    'model_wrapper_cfg', 'compile', 'runner_type', 'tta_model',
+    'tta_pipeline', 'custom_imports', 'cfg', 'work_dir', 'launcher',
+    'load_from', 'resume', 'custom_hooks', 'data_preprocessor',
+    'auto_scale_lr', 'strategy'
+}
+
+
+def _close(word: str, options: Iterable[str]) -> str:
+    matches = difflib.get_close_matches(word, [str(o) for o in options], n=3)
+    return f' Did you mean {" / ".join(repr(m) for m in matches)}?' \
+        if matches else ''
+
+
+def _resolve_type(type_name: Any, scope: Optional[str]):
+    """The class a ``type=`` refers to, searched in mmengine's registries
+    within ``scope``; None when it cannot be resolved."""
+    if not isinstance(type_name, str):
+        return type_name if inspect.isclass(type_name) else None
+    from mmengine import registry as reg
+    names = [
+        'MODELS', 'DATASETS', 'TRANSFORMS', 'OPTIM_WRAPPERS', 'OPTIMIZERS',
+        'PARAM_SCHEDULERS', 'HOOKS', 'METRICS', 'EVALUATOR', 'LOOPS',
+        'DATA_SAMPLERS', 'VISUALIZERS', 'VISBACKENDS', 'LOG_PROCESSORS',
+        'TASK_UTILS', 'MODEL_WRAPPERS', 'OPTIM_WRAPPER_CONSTRUCTORS',
+        'WEIGHT_INITIALIZERS'
+    ]
+    for name in names:
+        root = getattr(reg, name)
+        try:
+            with root.switch_scope_and_registry(scope) as registry:
+                found = registry.get(type_name)
+        except Exception:  # noqa: BLE001 - unknown scope, import failure
+            found = None
+        if found is not None:
+            return found
+    return None
+
+
+def _accepts(obj, arg: str) -> Optional[List[str]]:
+    """None if ``obj(...)`` accepts keyword ``arg``; else its arguments."""
+    try:
+        target = obj.__init__ if inspect.isclass(obj) else obj
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):
+        return None
+    params = sig.parameters.values()
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return None
+    names = [p.name for p in params if p.name not in ('self', 'cls')]
+    return None if arg in names else names
+
+
+def check_cfg_options(cfg: Config, options: Optional[dict],
+                      config_name: str = 'the config') -> None:
+    """Raise :class:`ConfigError` for ``--cfg-options`` keys that do not exist.
+
+    Each component of a key path must exist, or be new where a new key can
+    mean something: a runner-level key at the top level, an argument that the
+    component's class accepts (checked against its signature), or a key of a
+    plain (untyped) dict. List indices must be in range.
+    """
+    if not options:
+        return
+    scope = cfg.get('default_scope')
+    for key in options:
+        parts = key.split('.')
+        node: Any = cfg._cfg_dict if isinstance(cfg, Config) else cfg
+        for depth, part in enumerate(parts):
+            where = '.'.join(parts[:depth]) or '<top level>'
+            if isinstance(node, (list, tuple)):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(
+                        f'--cfg-options {key}: {where} is a list of '
+                        f'{len(node)} item(s); {part!r} is not an index of it '
+                        f'(use 0..{len(node) - 1}).')
+                node = node[int(part)]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(
+                    f'--cfg-options {key}: {where} is a '
+                    f'{type(node).__name__} ({node!r}), so it has no key '
+                    f'{part!r}.')
+            if part in node:
+                node = node[part]
+                continue
+            # ``part`` is new: fine only where a new key can mean something
+            new = '.'.join(parts[:depth + 1])
+            if depth == 0:
+                if part not in _EXTRA_TOP_LEVEL:
+                    raise ConfigError(
+                        f'--cfg-options {key}: {config_name} has no top-level '
+                        f'key {part!r} and the runner does not read one.' +
+                        _close(part, list(node) + sorted(_EXTRA_TOP_LEVEL)))
+            elif 'type' in node:
+                cls = _resolve_type(node['type'], scope)
+                args = _accepts(cls, part) if cls is not None else None
+                if args is not None:
+                    raise ConfigError(
+                        f'--cfg-options {key}: {config_name} has no key '
+                        f'{new!r}, and {where} is a '
+                        f'{getattr(cls, "__name__", cls)}, which takes no '
+                        f'argument {part!r} (it takes: {", ".join(args)}).' +
+                        _close(part, args))
+                if cls is None:
+                    print_log(
+                        f'--cfg-options {key}: adds {part!r} to {where} '
+                        f'(type {node["type"]!r} could not be checked)',
+                        logger='current')
+            else:
+                print_log(
+                    f'--cfg-options {key}: adds new key {new!r}',
+                    logger='current')
+            break
+
+
+# --------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------
+_DATA_HINTS = {
+    'CocoDataset': (
+        'COCO 2017 belongs under data/coco/ (annotations/instances_'
+        '{train,val}2017.json, train2017/, val2017/); download it from '
+        'https://cocodataset.org or symlink an existing copy: '
+        'ln -s /path/to/coco data/coco. See "Preparing data" in README.md.'),
+    'ADE20KDataset': (
+        'ADE20K belongs under data/ade/ADEChallengeData2016/ (images/ and '
+        'annotations/ with training/ and validation/); unzip '
+        'ADEChallengeData2016.zip from '
+        'http://data.csail.mit.edu/places/ADEchallenge/ into data/ade/ or '
+        'symlink it. See "Preparing data" in README.md.'),
+}
+_DEMO_HINT = ('This is the generated demo data: make it with '
+              '`python -m mmext.datasets.demo --root {root}` '
+              '(or run `make demo`).')
+
+
+def _iter_datasets(ds_cfg: Any):
+    if not isinstance(ds_cfg, dict):
+        return
+    if 'dataset' in ds_cfg:
+        yield from _iter_datasets(ds_cfg['dataset'])
+    if isinstance(ds_cfg.get('datasets'), (list, tuple)):
+        for sub in ds_cfg['datasets']:
+            yield from _iter_datasets(sub)
+    if 'dataset' not in ds_cfg and 'datasets' not in ds_cfg:
+        yield ds_cfg
+
+
+def _is_remote(path: str) -> bool:
+    return bool(re.match(r'^[a-zA-Z][\w+.-]*://', path))
+
+
+def _hint(ds: dict, root: str) -> str:
+    if 'demo' in str(root).replace('\\', '/').split('/'):
+        top = str(root).split('demo')[0] + 'demo'
+        return _DEMO_HINT.format(root=top)
+    type_name = str(ds.get('type', '')).split('.')[-1]
+    return _DATA_HINTS.get(
+        type_name, 'Point data_root / ann_file / data_prefix at your copy '
+        'with --cfg-options, or put the data where the config expects it.')
+
+
+def check_data(cfg: Config, splits: Iterable[str]) -> None:
+    """Raise :class:`FileNotFoundError` if the data of ``splits`` ('train',
+    'val', 'test') is not where the config says."""
+    for split in splits:
+        loader = cfg.get(f'{split}_dataloader')
+        if not loader or not loader.get('dataset'):
+            continue
+        for ds in _iter_datasets(loader['dataset']):
+            root = ds.get('data_root') or ''
+            where = f'{split}_dataloader.dataset'
+            if root and not _is_remote(root) and not osp.isdir(root):
+                raise FileNotFoundError(
+                    f'{where}: data_root {root!r} does not exist '
+                    f'(resolved: {osp.abspath(root)}). {_hint(ds, root)}')
+            paths = []
+            ann = ds.get('ann_file')
+            if ann:
+                paths.append(('ann_file', ann))
+            for k, v in (ds.get('data_prefix') or {}).items():
+                if isinstance(v, str) and v:
+                    paths.append((f'data_prefix.{k}', v))
+            for what, rel in paths:
+                path = rel if (osp.isabs(rel) or _is_remote(rel)) else \
+                    osp.join(root, rel)
+                if _is_remote(path) or osp.exists(path):
+                    continue
+                raise FileNotFoundError(
+                    f'{where}: {what} {path!r} does not exist (data_root '
+                    f'{root!r}). {_hint(ds, root)}')
+        evaluator = cfg.get(f'{split}_evaluator')
+        for metric in (evaluator if isinstance(evaluator, (list, tuple))
+                       else [evaluator]):
+            ann = metric.get('ann_file') if isinstance(metric, dict) else None
+            if ann and not _is_remote(ann) and not osp.exists(ann):
+                ds = next(_iter_datasets(loader['dataset']), {}) \
+                    if loader else {}
+                raise FileNotFoundError(
+                    f'{split}_evaluator: ann_file {ann!r} does not exist. '
+                    f'{_hint(ds, ann)}')
+
+
+# --------------------------------------------------------------------------
+# checkpoints
+# --------------------------------------------------------------------------
+_CONVERTED = re.compile(r'^(?P<model>\w+)_(?P<size>[a-z0-9]+)_in1k\.pth$')
+
+
+def _pretrained_hint(path: str, key: str) -> str:
+    found = _CONVERTED.search(osp.basename(path))
+    if found:
+        model, size = found.group('model'), found.group('size')
+        make = (f'make it from the official ImageNet-1k weights with: '
+                f'python tools/convert_imagenet.py {model} '
+                f'/path/to/{model}_{size}.pth {path}')
+    else:
+        make = ('make it with tools/convert_imagenet.py from the official '
+                'ImageNet weights')
+    return (f'{make} (see "Pretrained weights" in README.md), or train from '
+            f'scratch with --cfg-options {key}=None')
+
+
+def check_pretrained(cfg: Config) -> None:
+    """Raise :class:`FileNotFoundError` if a local pretrained file named in
+    ``model`` (``init_cfg=dict(type='Pretrained', ...)`` or
+    ``pretrained=...``) is missing."""
+
+    def walk(node: Any, path: str):
+        if isinstance(node, dict):
+            init = node.get('init_cfg')
+            inits = init if isinstance(init, (list, tuple)) else [init]
+            for i, item in enumerate(inits):
+                if isinstance(item, dict) and item.get('type') == 'Pretrained':
+                    ckpt = item.get('checkpoint')
+                    key = f'{path}.init_cfg'
+                    if isinstance(ckpt, str) and not _is_remote(ckpt) \
+                            and not osp.isfile(ckpt):
+                        raise FileNotFoundError(
+                            f'pretrained weights {ckpt!r} ({key}.checkpoint) '
+                            f'not found; {_pretrained_hint(ckpt, key)}.')
+            pre = node.get('pretrained')
+            if isinstance(pre, str) and not _is_remote(pre) \
+                    and not osp.isfile(pre):
+                key = f'{path}.pretrained'
+                raise FileNotFoundError(
+                    f'pretrained weights {pre!r} ({key}) not found; '
+                    f'{_pretrained_hint(pre, key)}.')
+            for k, v in node.items():
+                if k != 'init_cfg':
+                    walk(v, f'{path}.{k}')
+        elif isinstance(node, (list, tuple)):
+            for i, v in enumerate(node):
+                walk(v, f'{path}.{i}')
+
+    walk(cfg.get('model'), 'model')
+
+
+def check_checkpoint(path: Optional[str], what: str = 'checkpoint') -> None:
+    if path and not _is_remote(path) and not osp.isfile(path):
+        raise FileNotFoundError(f'{what} {path!r} not found.')

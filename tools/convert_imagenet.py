@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""Convert an official ImageNet checkpoint to mmext's layout.
+
+    python tools/convert_imagenet.py dualvit SRC DST [--keep-head] [--force]
+
+SRC may be a bare state dict or one wrapped in ``state_dict``, ``model`` or
+``state_dict_ema``, with or without ``module.`` prefixes. The variant is
+inferred from the tensor shapes (``--arch`` for custom shapes). Without
+``--keep-head`` the result is a backbone checkpoint for
+``init_cfg=dict(type='Pretrained', checkpoint=DST)``; with it, a full
+mmpretrain ``ImageClassifier`` checkpoint (``backbone.*`` + ``head.*``) to
+check the conversion on ImageNet val. DST is written atomically, only after
+the converted weights were checked to load into the inferred architecture,
+and never over an existing file unless ``--force``.
+"""
+import argparse
+import json
+import sys
+
+from mmext.converters import (ConversionError, available_converters,
+                              convert_checkpoint)
+from mmext.utils.checkpoint import (CorruptCheckpointError,
+                                    UntrustedCheckpointError)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0],
+        epilog=__doc__.split('\n\n', 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('family', choices=available_converters(),
+                        help='model family of the checkpoint')
+    parser.add_argument('src', help='official checkpoint')
+    parser.add_argument('dst', help='converted checkpoint to write')
+    parser.add_argument('--keep-head', action='store_true',
+                        help='keep the classifier (writes an mmpretrain '
+                        'ImageClassifier checkpoint)')
+    parser.add_argument('--force', action='store_true',
+                        help='overwrite DST if it exists')
+    parser.add_argument('--arch', help='architecture when the shapes match '
+                        'no released variant: a name or a JSON dict')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    arch = args.arch
+    if arch and arch.lstrip().startswith('{'):
+        arch = json.loads(arch)
+    try:
+        report = convert_checkpoint(
+            args.family, args.src, args.dst, keep_head=args.keep_head,
+            force=args.force, arch=arch, log=print)
+    except (FileExistsError, FileNotFoundError, ConversionError,
+            CorruptCheckpointError, UntrustedCheckpointError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+    if report.get('model_cfg'):
+        print('model config for mmpretrain (load_from=DST):')
+        print(json.dumps(report['model_cfg'], indent=2))
+    else:
+        print("use it with init_cfg=dict(type='Pretrained', "
+              f"checkpoint='{args.dst}') on the backbone "
+              f"(arch={report['arch'] or report['arch_settings']!r})")
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

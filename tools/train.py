@@ -1,0 +1,139 @@
+"""Train a detector or a segmentor from an mmext config.
+
+One entry point for mmdet and mmseg configs: the registry scope comes from
+the config's ``default_scope``. Examples::
+
+    python tools/train.py configs/detection/dualvit_s_maskrcnn_1x.py
+    python tools/train.py CONFIG --resume                 # latest in work dir
+    python tools/train.py CONFIG --resume work_dirs/x/iter_8000.pth
+    bash tools/dist_train.sh CONFIG 8                     # torchrun, 8 GPUs
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+# mmext first: it makes torch's weights_only torch.load accept mmengine
+# checkpoints, which resuming and pretrained loading rely on.
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+import mmext  # noqa: E402,F401
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.logging import print_log  # noqa: E402
+
+from mmext.utils.config_check import (ConfigError, check_cfg_options,  # noqa
+                                      check_checkpoint, check_data,
+                                      check_pretrained)
+from mmext.utils.launch import (adapt_cfg_to_device, build_runner,  # noqa
+                                enable_amp, init_distributed)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Train a detector / segmentor (mmdet or mmseg config)')
+    parser.add_argument('config', help='config file')
+    parser.add_argument(
+        '--work-dir',
+        help='where logs and checkpoints go '
+        '(default: work_dirs/<config name>)')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='mixed precision (GPU only; ignored with a message on CPU)')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='resume: from CKPT if given, else from the latest checkpoint '
+        'in the work dir')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help='scale the learning rate by (total batch / auto_scale_lr.'
+        'base_batch_size)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config keys, e.g. train_cfg.max_iters=100 '
+        'model.backbone.init_cfg=None; a key that does not exist is an '
+        'error')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm'],
+        default='none',
+        help='job launcher (tools/dist_train.sh uses pytorch)')
+    # torch.distributed.launch (deprecated) passes --local-rank
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def setup_cfg(args) -> Config:
+    if not osp.isfile(args.config):
+        raise FileNotFoundError(f'config file {args.config!r} not found')
+    cfg = Config.fromfile(args.config)
+    check_cfg_options(cfg, args.cfg_options, args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.launcher = args.launcher
+
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+
+    if args.amp:
+        enable_amp(cfg)
+    adapt_cfg_to_device(cfg)
+
+    if args.auto_scale_lr:
+        scale = cfg.get('auto_scale_lr')
+        if not scale or 'base_batch_size' not in scale:
+            raise ConfigError(
+                f'--auto-scale-lr: {args.config} has no '
+                'auto_scale_lr.base_batch_size (the batch size its learning '
+                'rate was set for)')
+        scale['enable'] = True
+
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        check_checkpoint(args.resume, 'checkpoint to resume from')
+        cfg.resume = True
+        cfg.load_from = args.resume
+    else:
+        check_checkpoint(cfg.get('load_from'), 'load_from checkpoint')
+
+    # fail early, before a model is built or workers are started (the
+    # runner initialises weights before it resumes, so this holds for
+    # --resume too)
+    check_pretrained(cfg)
+    splits = ['train']
+    if cfg.get('val_cfg') and cfg.get('val_dataloader'):
+        splits.append('val')
+    check_data(cfg, splits)
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        cfg = setup_cfg(args)
+    except (ConfigError, FileNotFoundError) as err:
+        # a problem with the command line / config / files: the message says
+        # what to do, a traceback would only hide it
+        sys.exit(f'{osp.basename(sys.argv[0])}: error: {err}')
+    init_distributed(args.launcher, cfg.get('env_cfg', {}).get('dist_cfg'))
+    runner = build_runner(cfg)
+    if args.auto_scale_lr:
+        print_log('auto_scale_lr enabled', logger='current')
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
