@@ -34,6 +34,7 @@ Two implementations are chosen automatically (``impl='auto'``) or by name:
 code's fallback; it needs ``K * K`` times the memory of ``v`` and is kept only
 as a reference for tests and benchmarks.
 """
+from functools import lru_cache
 from typing import Optional, Tuple
 
 import torch
@@ -52,15 +53,21 @@ ELSA_IMPLS = ('auto', 'carafe', 'pytorch')
 _CARAFE_DTYPES = (torch.float16, torch.float32, torch.float64)
 
 
+_BUILD_HINT = ('install an mmcv build with the compiled CUDA ops (mmcv '
+               '2.x built with MMCV_WITH_OPS=1 and FORCE_CUDA=1, or a '
+               'prebuilt CUDA wheel)')
+
+
+@lru_cache(maxsize=None)
 def _load_carafe():
-    """mmcv's ``carafe`` function, or ``(None, reason)`` if unusable."""
+    """``(mmcv's carafe function, None)`` or ``(None, reason)``."""
     try:
-        from mmcv.ops import carafe
+        from mmcv.ops import carafe, get_compiling_cuda_version
     except Exception as err:  # ImportError, or the compiled _ext failing
         return None, (f'mmcv.ops.carafe could not be imported ({err}); '
-                      'install an mmcv build that includes the compiled '
-                      'CUDA ops (mmcv>=2.0 built with MMCV_WITH_OPS=1 on a '
-                      'CUDA machine)')
+                      f'{_BUILD_HINT}')
+    if get_compiling_cuda_version() == 'not available':
+        return None, f'mmcv was compiled without CUDA; {_BUILD_HINT}'
     return carafe, None
 
 

@@ -140,6 +140,8 @@ def test_qk_dims_and_groups():
      'same length'),
     (dict(embed_dims=8, depths=[1], num_heads=[3], group_width=4),
      'divisible by num_heads'),
+    (dict(embed_dims=8, depths=2, num_heads=[1], group_width=4),
+     'lists of positive'),
 ])
 def test_bad_arch(arch, pattern):
     with pytest.raises(ValueError, match=pattern):
@@ -153,8 +155,12 @@ def test_bad_arguments():
         tiny(frozen_stages=5)
     with pytest.raises(ValueError, match='elsa_impl'):
         tiny(elsa_impl='cuda')
-    with pytest.raises(ValueError, match=r'\(B, C, H, W\)'):
+    with pytest.raises(ValueError, match='supports only lam=0'):
+        tiny(elsa_impl='carafe', lam=1.)
+    with pytest.raises(ValueError, match=r'\(B, 3, H, W\)'):
         tiny()(torch.randn(3, 32, 32))
+    with pytest.raises(ValueError, match='in_channels'):
+        tiny()(torch.randn(1, 4, 32, 32))
 
 
 def test_forced_carafe_without_cuda_errors():

@@ -237,7 +237,8 @@ class DualBlock(nn.Module):
     """Block of the dual stages: pixel and semantic tokens kept apart."""
 
     def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: float,
-                 drop_path: float, layer_scale_init: float):
+                 drop_path: float, layer_scale_init: float,
+                 with_cp: bool = False):
         super().__init__()
         self.drop_path = drop_path
         self.norm1 = nn.LayerNorm(embed_dims, eps=BLOCK_LN_EPS)
@@ -246,7 +247,8 @@ class DualBlock(nn.Module):
         self.gamma1 = nn.Parameter(torch.full((embed_dims, ),
                                               layer_scale_init))
         self.norm2 = nn.LayerNorm(embed_dims, eps=BLOCK_LN_EPS)
-        self.ffn = ConvFFN(embed_dims, int(embed_dims * mlp_ratio))
+        self.ffn = ConvFFN(embed_dims, int(embed_dims * mlp_ratio),
+                           recompute_hidden=not with_cp)
         self.gamma2 = nn.Parameter(torch.full((embed_dims, ),
                                               layer_scale_init))
 
@@ -270,7 +272,7 @@ class MergeBlock(nn.Module):
 
     def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: float,
                  drop_path: float, layer_scale_init: float,
-                 semantic_ffn: bool = True):
+                 semantic_ffn: bool = True, with_cp: bool = False):
         super().__init__()
         self.drop_path = drop_path
         self.norm1 = nn.LayerNorm(embed_dims, eps=BLOCK_LN_EPS)
@@ -278,7 +280,8 @@ class MergeBlock(nn.Module):
         self.gamma1 = nn.Parameter(torch.full((embed_dims, ),
                                               layer_scale_init))
         self.norm2 = nn.LayerNorm(embed_dims, eps=BLOCK_LN_EPS)
-        self.ffn = ConvFFN(embed_dims, int(embed_dims * mlp_ratio))
+        self.ffn = ConvFFN(embed_dims, int(embed_dims * mlp_ratio),
+                           recompute_hidden=not with_cp)
         self.semantic_ffn = MLP(embed_dims, 2 * embed_dims) \
             if semantic_ffn else None
         self.gamma2 = nn.Parameter(torch.full((embed_dims, ),
@@ -287,17 +290,20 @@ class MergeBlock(nn.Module):
     def forward(self, x: Tensor, hw: Tuple[int, int]) -> Tensor:
         p, train = self.drop_path, self.training
         n = hw[0] * hw[1]
+        m = x.shape[1] - n
+        # (split, not slicing: its backward is a cat, not zero-fill + copy)
         if self.semantic_ffn is None:
             # the semantic tokens are dropped after this attention: only the
             # pixel tokens need to query
-            x = scaled_residual(x[:, :n], self.attn(self.norm1(x), n),
+            pixels = x.split([n, m], dim=1)[0]
+            x = scaled_residual(pixels, self.attn(self.norm1(x), n),
                                 self.gamma1, p, train)
             return scaled_residual(x, self.ffn(self.norm2(x), hw),
                                    self.gamma2, p, train)
         x = scaled_residual(x, self.attn(self.norm1(x)), self.gamma1, p,
                             train)
-        y = self.norm2(x)
-        y = torch.cat([self.ffn(y[:, :n], hw), self.semantic_ffn(y[:, n:])],
+        pixels, semantics = self.norm2(x).split([n, m], dim=1)
+        y = torch.cat([self.ffn(pixels, hw), self.semantic_ffn(semantics)],
                       dim=1)
         return scaled_residual(x, y, self.gamma2, p, train)
 
@@ -338,7 +344,8 @@ class DualViTStage(nn.Module):
             x = torch.cat([x, sem], dim=1)
             for block in self.blocks:
                 x = self._run(block, x, hw)
-            x, sem = (x[:, :n], x[:, n:]) if x.shape[1] > n else (x, None)
+            x, sem = x.split([n, x.shape[1] - n], dim=1) \
+                if x.shape[1] > n else (x, None)
         else:
             for block in self.blocks:
                 x, sem = self._run(block, x, hw, sem)
@@ -534,10 +541,12 @@ class DualViT(BackboneMixin, BaseModule):
                                 and self.out_type == 'featmap')
                 blocks.append(
                     MergeBlock(dims, heads, block_ratio, rate,
-                               layer_scale_init, semantic_ffn=keep_sem))
+                               layer_scale_init, semantic_ffn=keep_sem,
+                               with_cp=self.with_cp))
             else:
                 blocks.append(
-                    DualBlock(dims, heads, ratio, rate, layer_scale_init))
+                    DualBlock(dims, heads, ratio, rate, layer_scale_init,
+                              with_cp=self.with_cp))
 
         def ln():
             return nn.LayerNorm(dims, eps=BLOCK_LN_EPS)

@@ -79,6 +79,11 @@ class ELSAttention(BaseModule):
                              f'by num_heads ({num_heads})')
         if impl not in ELSA_IMPLS:
             raise ValueError(f'impl must be one of {ELSA_IMPLS}, got {impl!r}')
+        if impl == 'carafe' and (lam != 0 or dilation != 1):
+            raise ValueError(
+                "impl='carafe' supports only lam=0 and dilation=1 (mmcv's "
+                "CARAFE); use impl='pytorch' or 'auto' for lam="
+                f'{lam}, dilation={dilation}')
         self.embed_dims = embed_dims
         self.num_heads = num_heads
         self.kernel_size = kernel_size
@@ -366,6 +371,7 @@ class ELSASwin(BackboneMixin, BaseModule):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.with_cp = with_cp
+        self.in_channels = in_channels
 
         self.patch_embed = PatchEmbed(
             in_channels=in_channels,
@@ -456,7 +462,21 @@ class ELSASwin(BackboneMixin, BaseModule):
                     f'custom ELSASwin arch must have exactly the keys '
                     f'{list(cls._arch_keys)}; missing {missing}, '
                     f'unexpected {extra}')
-            return dict(arch)
+            arch = dict(arch)
+            ok = isinstance(arch['embed_dims'], int) and \
+                isinstance(arch['group_width'], int) and \
+                arch['embed_dims'] > 0 and arch['group_width'] > 0
+            for key in ('depths', 'num_heads'):
+                ok = ok and isinstance(arch[key], (list, tuple)) and all(
+                    isinstance(n, int) and n > 0 for n in arch[key])
+            if not ok:
+                raise ValueError(
+                    'custom ELSASwin arch: embed_dims and group_width must be '
+                    'positive ints and depths / num_heads lists of positive '
+                    f'ints (one per stage), got {arch}')
+            arch['depths'] = list(arch['depths'])
+            arch['num_heads'] = list(arch['num_heads'])
+            return arch
         raise TypeError(f'arch must be a str or a dict, got {type(arch)}')
 
     def init_weights(self):
@@ -475,9 +495,11 @@ class ELSASwin(BackboneMixin, BaseModule):
                     nn.init.constant_(m.bias, 0)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        if x.dim() != 4:
-            raise ValueError(f'ELSASwin expects a (B, C, H, W) tensor, got '
-                             f'shape {tuple(x.shape)}')
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f'ELSASwin expects a (B, {self.in_channels}, H, W) tensor, '
+                f'got shape {tuple(x.shape)}; set in_channels to match the '
+                'input')
         x, hw_shape = self.patch_embed(x)
         x = self.drop_after_pos(x)
         outs = []

@@ -29,8 +29,10 @@ def split_heads(x: Tensor, num_chunks: int, num_heads: int) -> Tuple[Tensor]:
     if head_dim * num_chunks * num_heads != width:
         raise ValueError(f'width {width} is not {num_chunks} chunks of '
                          f'{num_heads} heads')
-    x = x.view(b, n, num_chunks, num_heads, head_dim)
-    return tuple(x[:, :, i].transpose(1, 2) for i in range(num_chunks))
+    # unbind (not indexing): its backward is one stack, where indexing would
+    # zero-fill and copy a full-size gradient per chunk
+    chunks = x.view(b, n, num_chunks, num_heads, head_dim).unbind(2)
+    return tuple(c.transpose(1, 2) for c in chunks)
 
 
 def merge_heads(x: Tensor) -> Tensor:

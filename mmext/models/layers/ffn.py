@@ -3,6 +3,8 @@ from typing import Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
 from torch import Tensor
 
 from .tokens import map_to_tokens, tokens_to_map
@@ -14,6 +16,38 @@ from .tokens import map_to_tokens, tokens_to_map
 FFN_BAND_BYTES = 16 * 2**20
 
 
+class _GeluLinear(torch.autograd.Function):
+    """``linear(gelu(h))`` that keeps only ``h`` for the backward pass and
+    recomputes ``gelu(h)`` there: the hidden activations of an FFN are the
+    largest tensors autograd holds, and this drops one of the three a
+    conv-FFN would keep (``fc1`` out, ``dwconv`` out, ``gelu`` out) for one
+    cheap elementwise recomputation."""
+
+    @staticmethod
+    def forward(ctx, h, weight, bias):
+        ctx.save_for_backward(h, weight)
+        ctx.has_bias = bias is not None
+        return F.linear(F.gelu(h), weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        h, weight = ctx.saved_tensors
+        grad_h = grad_w = grad_b = None
+        # under autocast the forward ran in low precision: follow grad_out
+        dtype = grad_out.dtype
+        flat = grad_out.reshape(-1, grad_out.shape[-1])
+        if ctx.needs_input_grad[1]:
+            a = F.gelu(h).to(dtype)
+            grad_w = flat.t().mm(a.reshape(-1, a.shape[-1]))
+            del a
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = flat.sum(0)
+        if ctx.needs_input_grad[0]:
+            grad_a = grad_out.matmul(weight.to(dtype)).to(h.dtype)
+            grad_h = torch.ops.aten.gelu_backward(grad_a, h)
+        return grad_h, grad_w, grad_b
+
+
 class ConvFFN(nn.Module):
     """``fc1 -> 3x3 depth-wise conv -> act -> fc2`` on ``(B, H*W, C)`` tokens
     (the PVTv2 / SegFormer "Mix-FFN").
@@ -22,18 +56,26 @@ class ConvFFN(nn.Module):
     there is no transpose or copy between the linear layers and the conv.
     When no gradient is recorded (inference), large maps are processed in
     horizontal bands (with a one-row halo for the conv): same results, about
-    half the time on CPU and a fraction of the peak memory.
+    half the time on CPU and a fraction of the peak memory. When training,
+    autograd keeps one hidden-size tensor instead of three: the activation
+    is recomputed in the backward pass, and with ``recompute_hidden`` so are
+    ``fc1`` and the conv (a few percent more time).
 
     Args:
         in_dims (int): token width.
         hidden_dims (int): hidden width.
         act_layer (type): activation class. Default ``nn.GELU``.
         kernel_size (int): depth-wise kernel (odd). Default 3.
+        recompute_hidden (bool): recompute ``fc1`` + conv in the backward
+            pass instead of keeping their outputs. Default True; pointless
+            inside a block that is checkpointed as a whole.
     """
 
     def __init__(self, in_dims: int, hidden_dims: int,
-                 act_layer=nn.GELU, kernel_size: int = 3):
+                 act_layer=nn.GELU, kernel_size: int = 3,
+                 recompute_hidden: bool = True):
         super().__init__()
+        self.recompute_hidden = recompute_hidden
         if kernel_size % 2 == 0:
             raise ValueError(f'kernel_size must be odd, got {kernel_size}')
         self.fc1 = nn.Linear(in_dims, hidden_dims)
@@ -46,9 +88,20 @@ class ConvFFN(nn.Module):
         rows = self._band_rows(x, hw)
         if rows:
             return self._forward_banded(x, hw, rows)
-        x = self.fc1(x)
-        x = map_to_tokens(self.dwconv(tokens_to_map(x, hw)))
+        if not torch.is_grad_enabled():
+            return self.fc2(self.act(self._fc1_dwconv(x, hw)))
+        # autograd would keep three hidden-size tensors (fc1, dwconv and act
+        # outputs), the largest activations of the network; keep one
+        if self.recompute_hidden:
+            x = cp.checkpoint(self._fc1_dwconv, x, hw, use_reentrant=False)
+        else:
+            x = self._fc1_dwconv(x, hw)
+        if type(self.act) is nn.GELU and self.act.approximate == 'none':
+            return _GeluLinear.apply(x, self.fc2.weight, self.fc2.bias)
         return self.fc2(self.act(x))
+
+    def _fc1_dwconv(self, x: Tensor, hw: Tuple[int, int]) -> Tensor:
+        return map_to_tokens(self.dwconv(tokens_to_map(self.fc1(x), hw)))
 
     def _band_rows(self, x: Tensor, hw: Tuple[int, int]) -> int:
         """Rows per band, or 0 to run the whole map at once."""
