@@ -11,8 +11,8 @@ if [ -z "${PY:-}" ]; then
     if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python; fi
 fi
 OUT=${DEMO_OUT:-work_dirs/demo}
-DET_CFG=configs/demo/dualvit_tiny_maskrcnn_demo_24e.py
-SEG_CFG=configs/demo/dualvit_tiny_upernet_demo_1k.py
+DET_CFG=configs/demo/dualvit_tiny_maskrcnn_demo_12e.py
+SEG_CFG=configs/demo/dualvit_tiny_upernet_demo_400i.py
 # the tests run after training; no separate validation pass while training
 NO_VAL=(--cfg-options train_cfg.val_begin=1000000)
 start=$(date +%s)

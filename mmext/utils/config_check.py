@@ -66,17 +66,33 @@ def _resolve_type(type_name: Any, scope: Optional[str]):
 
 
 def _accepts(obj, arg: str) -> Optional[List[str]]:
-    """None if ``obj(...)`` accepts keyword ``arg``; else its arguments."""
-    try:
-        target = obj.__init__ if inspect.isclass(obj) else obj
-        sig = inspect.signature(target)
-    except (TypeError, ValueError):
-        return None
-    params = sig.parameters.values()
-    if any(p.kind == p.VAR_KEYWORD for p in params):
-        return None
-    names = [p.name for p in params if p.name not in ('self', 'cls')]
-    return None if arg in names else names
+    """None if ``obj(...)`` may accept keyword ``arg``; else the arguments it
+    takes. ``**kwargs`` are followed up the class hierarchy (mmdet / mmseg
+    components pass them to their base class)."""
+    klasses = [k for k in obj.__mro__ if k is not object] \
+        if inspect.isclass(obj) else [obj]
+    names: List[str] = []
+    for klass in klasses:
+        target = klass.__dict__.get('__init__') if inspect.isclass(obj) \
+            else klass
+        if target is None:
+            continue
+        try:
+            params = inspect.signature(target).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        names += [
+            p.name for p in params
+            if p.name not in ('self', 'cls', *names)
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        if arg in names:
+            return None
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            return names  # a closed signature: ``arg`` cannot be passed
+        if klass.__module__.startswith('torch.'):
+            return None  # e.g. nn.Module(*args, **kwargs): cannot tell
+    return None
 
 
 def check_cfg_options(cfg: Config, options: Optional[dict],

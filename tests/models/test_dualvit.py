@@ -165,19 +165,20 @@ def test_classifier_matches_official(golden):
             assert max_rel_error(logits, ref) <= TOL
 
 
-# -- registry -------------------------------------------------------------------
+# -- registry ----------------------------------------------------------------
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg', 'mmpretrain'])
 def test_builds_from_downstream_registries(scope):
     lib = pytest.importorskip(scope)
-    from mmengine.registry import init_default_scope
+    from mmengine.registry import DefaultScope
     registry = __import__(f'{lib.__name__}.registry',
                           fromlist=['MODELS']).MODELS
-    init_default_scope(scope)
-    model = registry.build(dict(type='mmext.DualViT', arch=TINY))
+    # as a config of that library would: its scope is the default one
+    with DefaultScope.overwrite_default_scope(scope):
+        model = registry.build(dict(type='mmext.DualViT', arch=TINY))
     assert isinstance(model, DualViT)
 
 
-# -- training behaviour ----------------------------------------------------------
+# -- training behaviour ------------------------------------------------------
 def test_frozen_stages_stay_frozen_after_train():
     model = tiny(frozen_stages=2)
     model.train()
@@ -282,7 +283,7 @@ def test_head_rejects_feature_maps():
         head(tiny().eval()(torch.randn(1, 3, 64, 64)))
 
 
-# -- shared layers ----------------------------------------------------------------
+# -- shared layers -----------------------------------------------------------
 def test_conv_ffn_banded_inference_equals_full(monkeypatch):
     from mmext.models.layers import ffn
     torch.manual_seed(0)

@@ -10,8 +10,8 @@ import pytest
 from mmengine.config import Config
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-DET_DEMO = osp.join(REPO, 'configs/demo/dualvit_tiny_maskrcnn_demo_24e.py')
-SEG_DEMO = osp.join(REPO, 'configs/demo/dualvit_tiny_upernet_demo_1k.py')
+DET_DEMO = osp.join(REPO, 'configs/demo/dualvit_tiny_maskrcnn_demo_12e.py')
+SEG_DEMO = osp.join(REPO, 'configs/demo/dualvit_tiny_upernet_demo_400i.py')
 PROBE_DIR = osp.dirname(osp.abspath(__file__))
 
 
@@ -81,8 +81,10 @@ def tiny_det_cfg(demo_root, work_dir, **extra) -> str:
     return path
 
 
-def tiny_seg_cfg(demo_root, work_dir, crop=64, iters=2, **extra) -> str:
-    """The demo UperNet with 64px crops on a handful of images."""
+def tiny_seg_cfg(demo_root, work_dir, crop=64, iters=2, test_scale=(512, 96),
+                 **extra) -> str:
+    """The demo UperNet, by default with 64px crops of images scaled to a
+    short side of 96."""
     cfg = Config.fromfile(SEG_DEMO)
     root = osp.join(demo_root, 'ade')
     for split in ('train', 'val', 'test'):
@@ -90,7 +92,6 @@ def tiny_seg_cfg(demo_root, work_dir, crop=64, iters=2, **extra) -> str:
         ds.data_root = root
         cfg[f'{split}_dataloader'].num_workers = 0
         cfg[f'{split}_dataloader'].persistent_workers = False
-    test_scale = (512, 96)
     for t in cfg.train_dataloader.dataset.pipeline:
         if t.type == 'RandomResize':
             t.scale = test_scale

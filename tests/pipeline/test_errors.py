@@ -60,7 +60,7 @@ def test_missing_ade_says_where_data_goes(tmp_path, monkeypatch):
 def test_missing_demo_data_says_how_to_generate(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError) as err:
-        _setup([osp.join(REPO, 'configs/demo/dualvit_tiny_upernet_demo_1k.py')])
+        _setup([osp.join(REPO, 'configs/demo/dualvit_tiny_upernet_demo_400i.py')])
     assert 'python -m mmext.datasets.demo' in str(err.value)
 
 

@@ -16,7 +16,6 @@ def test_detection_train_resume_test(demo_root, tmp_path):
     cfg = tiny_det_cfg(demo_root, work)
     _, out = tool('train.py', cfg, '--work-dir', work, '--cfg-options',
                   'train_cfg.val_begin=100')
-    assert 'SyncBN -> BN' not in out or 'single process' in out
     assert 'AMP (AmpOptimWrapper) needs a GPU' in out
     assert osp.isfile(osp.join(work, 'epoch_1.pth'))
 
@@ -24,8 +23,7 @@ def test_detection_train_resume_test(demo_root, tmp_path):
     _, out = tool('train.py', cfg, '--work-dir', work, '--resume',
                   '--cfg-options', 'train_cfg.max_epochs=2',
                   'train_cfg.val_begin=100')
-    assert 'resumed epoch: 1' in out.lower().replace('resumed epoch: 1,',
-                                                     'resumed epoch: 1')
+    assert 'resumed epoch: 1' in out
     assert osp.isfile(osp.join(work, 'epoch_2.pth'))
 
     _, out = tool('test.py', cfg, osp.join(work, 'epoch_2.pth'),

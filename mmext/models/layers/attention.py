@@ -46,7 +46,14 @@ def attend(q: Tensor, k: Tensor, v: Tensor,
            scale: Optional[float] = None) -> Tensor:
     """Multi-head attention on ``(B, heads, N, d)`` tensors, returned as
     ``(B, N, heads * d)``. ``scale`` defaults to ``d ** -0.5``."""
-    return merge_heads(F.scaled_dot_product_attention(q, k, v, scale=scale))
+    # keys/values are re-read for every block of queries: the CPU kernel is
+    # ~15% faster on head-contiguous ones than on strided views of a fused
+    # projection, for the price of one copy. Copying the queries too lets
+    # autograd free the projection output instead of keeping it next to
+    # the copies.
+    return merge_heads(
+        F.scaled_dot_product_attention(
+            q.contiguous(), k.contiguous(), v.contiguous(), scale=scale))
 
 
 class SelfAttention(nn.Module):

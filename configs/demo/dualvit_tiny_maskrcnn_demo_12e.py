@@ -1,7 +1,8 @@
 # CPU demo: Mask R-CNN + FPN with a tiny, randomly initialised Dual-ViT on
 # the generated demo set (python -m mmext.datasets.demo; 4 shape classes,
 # 48 train / 16 val images). Inherits the real 1x config and changes only
-# the data, the input scale, the backbone size and the schedule.
+# the data, the input scale, the backbone size, the head widths and the
+# schedule.
 _base_ = '../detection/dualvit_s_maskrcnn_1x.py'
 custom_imports = dict(imports=['mmext.models'], allow_failed_imports=False)
 
@@ -86,7 +87,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
-max_epochs = 24
+max_epochs = 12
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
@@ -95,7 +96,7 @@ param_scheduler = [
         begin=0,
         end=max_epochs,
         by_epoch=True,
-        milestones=[18, 22],
+        milestones=[9, 11],
         gamma=0.1),
 ]
 # from scratch with a small batch: a higher learning rate than the 1x recipe

@@ -98,7 +98,7 @@ tta_pipeline = [
         ]),
 ]
 
-max_iters = 1000
+max_iters = 400
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),

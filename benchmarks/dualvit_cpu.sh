@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# DualViT-S/B on CPU: mmext vs the official implementation, measured the same
+# way (tools/benchmark.py: fresh process per measurement, median latency,
+# peak RSS). Results merge into benchmarks/dualvit_cpu.{json,md}.
+#
+#   OFFICIAL_FACTORY=/path/to/factory.py benchmarks/dualvit_cpu.sh
+#
+# OFFICIAL_FACTORY is a file defining dualvit_s() / dualvit_b() that return
+# the official detection backbones (object_detection/dualvit.py of
+# YehLi/ImageNetModel, whose mmcv-1.x imports need stand-ins on this stack);
+# without it only mmext is measured. mmext runs with the official detection
+# settings (drop_path_rate 0.15, frozen stem BN) so both do the same work.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-benchmarks/dualvit_cpu.json}
+ITERS=${ITERS:-3}
+for arch in s b; do
+  for mode in infer train; do
+    "$PY" tools/benchmark.py DualViT --arch $arch --name "mmext DualViT-${arch^^}" \
+      --set drop_path_rate=0.15 "stem_norm_cfg=dict(type='BN', requires_grad=False)" \
+      --mode $mode --warmup 1 --iters "$ITERS" --out "$OUT"
+    if [ -n "${OFFICIAL_FACTORY:-}" ]; then
+      "$PY" tools/benchmark.py --factory "$OFFICIAL_FACTORY:dualvit_$arch" \
+        --name "official DualViT-${arch^^}" --mode $mode --warmup 1 \
+        --iters "$ITERS" --out "$OUT"
+    fi
+  done
+done
