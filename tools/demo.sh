@@ -11,6 +11,10 @@ if [ -z "${PY:-}" ]; then
     if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python; fi
 fi
 OUT=${DEMO_OUT:-work_dirs/demo}
+# One compute thread (the data loader worker gets the other core): with more
+# OpenMP threads than free cores, PyTorch on CPU spin-waits and slows down
+# several-fold. Override with OMP_NUM_THREADS=N on an idle many-core machine.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 DET_CFG=configs/demo/dualvit_tiny_maskrcnn_demo_12e.py
 SEG_CFG=configs/demo/dualvit_tiny_upernet_demo_400i.py
 # the tests run after training; no separate validation pass while training

@@ -288,13 +288,27 @@ def test_conv_ffn_banded_inference_equals_full(monkeypatch):
     from mmext.models.layers import ffn
     torch.manual_seed(0)
     layer = ffn.ConvFFN(8, 32).eval()
-    x, hw = torch.randn(2, 23 * 17, 8), (23, 17)
+    hw = (23, 17)
+    # pixel tokens split off [pixels, semantic tokens]: a strided view
+    x = torch.randn(2, 23 * 17 + 5, 8).split([23 * 17, 5], dim=1)[0]
     with torch.no_grad():
         full = layer.fc2(layer.act(layer._fc1_dwconv(x, hw)))
         monkeypatch.setattr(ffn, 'FFN_BAND_BYTES', 1)  # force tiny bands
         assert layer._band_rows(x, hw) > 0
         banded = layer(x, hw)
     torch.testing.assert_close(banded, full, rtol=1e-5, atol=1e-6)
+
+
+def test_banded_ffn_inside_the_model(monkeypatch, converted):
+    from mmext.models.layers import ffn
+    model = tiny().eval()
+    model.load_state_dict(converted)
+    x = torch.randn(2, 3, 160, 136)  # stage 2 (merged tokens) has 10 rows
+    with torch.no_grad():
+        ref = model(x)
+        monkeypatch.setattr(ffn, 'FFN_BAND_BYTES', 1)  # bands everywhere
+        banded = model(x)
+    torch.testing.assert_close(banded, ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize('recompute', [True, False])

@@ -19,7 +19,9 @@ def tool_env(extra=None):
     env = dict(os.environ)
     env['PYTHONPATH'] = os.pathsep.join(
         [REPO, PROBE_DIR] + [p for p in [env.get('PYTHONPATH')] if p])
-    env.setdefault('OMP_NUM_THREADS', '2')
+    # one compute thread per process: on a small shared machine, OpenMP
+    # threads that outnumber the free cores spin-wait and slow everything
+    env.setdefault('OMP_NUM_THREADS', '1')
     env['PY'] = sys.executable
     env.update(extra or {})
     return env

@@ -49,5 +49,5 @@ def test_tiny_segmentor_beats_chance(full_demo, tmp_path):
     base_miou, base_acc = _trivial_baselines(
         osp.join(full_demo, 'ade', 'annotations', 'validation'))
     assert base_miou < 15  # e.g. "everything is ground"
-    assert miou > 3 * base_miou and miou > 30, (miou, base_miou)
+    assert miou > 3 * base_miou and miou > 25, (miou, base_miou)
     assert aacc > base_acc + 15, (aacc, base_acc)

@@ -44,7 +44,10 @@ class _GeluLinear(torch.autograd.Function):
             grad_b = flat.sum(0)
         if ctx.needs_input_grad[0]:
             grad_a = grad_out.matmul(weight.to(dtype)).to(h.dtype)
-            grad_h = torch.ops.aten.gelu_backward(grad_a, h)
+            # elementwise, so it may overwrite grad_a: one fewer hidden-size
+            # buffer at the memory peak of the backward pass
+            grad_h = torch.ops.aten.gelu_backward.grad_input(
+                grad_a, h, grad_input=grad_a)
         return grad_h, grad_w, grad_b
 
 
@@ -57,18 +60,19 @@ class ConvFFN(nn.Module):
     When no gradient is recorded (inference), large maps are processed in
     horizontal bands (with a one-row halo for the conv): same results, about
     half the time on CPU and a fraction of the peak memory. When training,
-    autograd keeps one hidden-size tensor instead of three: the activation
-    is recomputed in the backward pass, and with ``recompute_hidden`` so are
-    ``fc1`` and the conv (a few percent more time).
+    with ``recompute_hidden`` the whole FFN is recomputed in the backward
+    pass (activation checkpointing of the FFN alone: autograd keeps only
+    its input, for a few percent more time); without it, autograd keeps one
+    hidden-size tensor instead of three (the activation is recomputed).
 
     Args:
         in_dims (int): token width.
         hidden_dims (int): hidden width.
         act_layer (type): activation class. Default ``nn.GELU``.
         kernel_size (int): depth-wise kernel (odd). Default 3.
-        recompute_hidden (bool): recompute ``fc1`` + conv in the backward
-            pass instead of keeping their outputs. Default True; pointless
-            inside a block that is checkpointed as a whole.
+        recompute_hidden (bool): recompute the FFN in the backward pass
+            instead of keeping its hidden activations. Default True;
+            pointless inside a block that is checkpointed as a whole.
     """
 
     def __init__(self, in_dims: int, hidden_dims: int,
@@ -90,12 +94,15 @@ class ConvFFN(nn.Module):
             return self._forward_banded(x, hw, rows)
         if not torch.is_grad_enabled():
             return self.fc2(self.act(self._fc1_dwconv(x, hw)))
-        # autograd would keep three hidden-size tensors (fc1, dwconv and act
-        # outputs), the largest activations of the network; keep one
+        # the hidden activations are the largest tensors autograd would keep:
+        # recompute them in the backward pass from the (narrow) input
         if self.recompute_hidden:
-            x = cp.checkpoint(self._fc1_dwconv, x, hw, use_reentrant=False)
-        else:
-            x = self._fc1_dwconv(x, hw)
+            return cp.checkpoint(self._forward_train, x, hw,
+                                 use_reentrant=False)
+        return self._forward_train(x, hw)
+
+    def _forward_train(self, x: Tensor, hw: Tuple[int, int]) -> Tensor:
+        x = self._fc1_dwconv(x, hw)
         if type(self.act) is nn.GELU and self.act.approximate == 'none':
             return _GeluLinear.apply(x, self.fc2.weight, self.fc2.bias)
         return self.fc2(self.act(x))
@@ -119,7 +126,7 @@ class ConvFFN(nn.Module):
         height, width = hw
         b, _, c = x.shape
         halo = self.dwconv.padding[0]
-        x = x.view(b, height, width, c)
+        x = x.reshape(b, height, width, c)  # split views may be strided
         out = x.new_empty(b, height, width, self.fc2.out_features)
         for top in range(0, height, rows):
             bottom = min(height, top + rows)
