@@ -114,7 +114,8 @@ def _object_colour(rng: np.random.RandomState, cls: int) -> np.ndarray:
 
 
 def _place_objects(rng: np.random.RandomState, h: int, w: int, count: int,
-                   r_range: Tuple[float, float]) -> List[Tuple[int, np.ndarray]]:
+                   r_range: Tuple[float, float]
+                   ) -> List[Tuple[int, np.ndarray]]:
     """Random objects with limited mutual overlap: [(class, polygon)]."""
     objs: List[Tuple[int, np.ndarray, Tuple[float, float, float]]] = []
     for _ in range(count * 20):

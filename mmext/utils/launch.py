@@ -189,7 +189,8 @@ class MMExtRunner(Runner):
         self.logger.info(
             f'CPU distributed run: {wrapper_cfg["type"]} over gloo, '
             f'world size {self.world_size}.')
-        return MODEL_WRAPPERS.build(wrapper_cfg, default_args=dict(module=model))
+        return MODEL_WRAPPERS.build(
+            wrapper_cfg, default_args=dict(module=model))
 
 
 def build_runner(cfg: Config) -> Runner:

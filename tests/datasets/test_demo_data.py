@@ -34,7 +34,8 @@ def test_generation_is_deterministic(demo_root, tmp_path):
     again = make_demo_data(str(tmp_path / 'again'), splits=SPLITS)
     first, second = _digest(demo_root), _digest(again)
     assert first == second
-    assert len(first) == 1 + 2 * (6 + 3) + 2 + 2 * (6 + 3)  # stamp, jpg/png
+    # stamp + COCO (9 jpg, 2 json) + ADE (9 jpg, 9 png)
+    assert len(first) == 1 + 9 + 2 + 2 * 9
 
 
 def test_other_seed_gives_other_images(demo_root, tmp_path):

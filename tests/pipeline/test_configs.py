@@ -88,7 +88,8 @@ def test_detection_1x_settings():
         assert cfg.model.backbone.arch == size
         assert cfg.model.neck.in_channels == chans
         assert cfg.model.backbone.init_cfg == dict(
-            type='Pretrained', checkpoint=f'checkpoints/dualvit_{size}_in1k.pth')
+            type='Pretrained',
+            checkpoint=f'checkpoints/dualvit_{size}_in1k.pth')
         assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
         assert cfg.optim_wrapper.optimizer == dict(
             type='AdamW', lr=2e-4, weight_decay=1e-4)

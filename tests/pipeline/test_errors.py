@@ -4,7 +4,7 @@ import os.path as osp
 
 import pytest
 
-from conftest import REPO, tiny_seg_cfg, tool
+from pipeline_utils import REPO, tiny_seg_cfg, tool
 from mmext.utils.config_check import ConfigError
 
 DET_1X = osp.join(REPO, 'configs/detection/dualvit_s_maskrcnn_1x.py')
@@ -60,7 +60,8 @@ def test_missing_ade_says_where_data_goes(tmp_path, monkeypatch):
 def test_missing_demo_data_says_how_to_generate(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError) as err:
-        _setup([osp.join(REPO, 'configs/demo/dualvit_tiny_upernet_demo_400i.py')])
+        _setup([osp.join(REPO, 'configs/demo',
+                         'dualvit_tiny_upernet_demo_400i.py')])
     assert 'python -m mmext.datasets.demo' in str(err.value)
 
 
@@ -117,3 +118,14 @@ def test_test_tool_checks_checkpoint_and_tta(tmp_path, demo_root):
                 str(ckpt), '--tta', '--work-dir',
                 str(tmp_path)
             ]))
+
+
+def test_amp_and_auto_scale_lr_flags(tmp_path, demo_root):
+    cfg = tiny_seg_cfg(demo_root, str(tmp_path))
+    out = _setup([cfg, '--amp', '--auto-scale-lr', '--work-dir',
+                  str(tmp_path)])
+    assert out.auto_scale_lr == dict(enable=True, base_batch_size=16)
+    # no GPU here: AMP falls back to fp32 without AMP-only arguments
+    assert out.optim_wrapper.type == 'OptimWrapper'
+    assert 'loss_scale' not in out.optim_wrapper
+    assert out.env_cfg.dist_cfg.backend == 'gloo'

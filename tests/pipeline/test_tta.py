@@ -9,7 +9,7 @@ from collections import defaultdict
 import cv2
 import numpy as np
 import torch
-from conftest import REPO, tool
+from pipeline_utils import REPO, tool
 from mmengine.config import Config
 
 from tta_probe import COMBOS, RATIOS
@@ -37,7 +37,8 @@ def test_tta_evaluates_every_scale_and_flip(tmp_path):
     data = str(tmp_path / 'data')
     _make_data(data)
     cfg = Config.fromfile(
-        osp.join(REPO, 'configs/segmentation/dualvit_s_upernet_ade20k_160k.py'))
+        osp.join(REPO, 'configs/segmentation',
+                 'dualvit_s_upernet_ade20k_160k.py'))
     cfg.custom_imports = dict(
         imports=['mmext.models', 'tta_probe'], allow_failed_imports=False)
     cfg.model = dict(
