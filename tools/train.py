@@ -18,7 +18,6 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import mmext  # noqa: E402,F401
 from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.logging import print_log  # noqa: E402
 
 from mmext.utils.config_check import (ConfigError, check_cfg_options,  # noqa
                                       check_checkpoint, check_data,
@@ -130,8 +129,6 @@ def main(argv=None):
         sys.exit(f'{osp.basename(sys.argv[0])}: error: {err}')
     init_distributed(args.launcher, cfg.get('env_cfg', {}).get('dist_cfg'))
     runner = build_runner(cfg)
-    if args.auto_scale_lr:
-        print_log('auto_scale_lr enabled', logger='current')
     runner.train()
 
 

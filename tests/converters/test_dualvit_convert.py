@@ -221,3 +221,16 @@ def test_failed_write_leaves_no_partial_file(tmp_path, official,
     with pytest.raises(OSError, match='disk full'):
         convert_checkpoint('dualvit', str(src), str(dst), arch=TINY)
     assert sorted(os.listdir(tmp_path)) == ['src.pth']
+
+
+def test_downstream_checkpoint_backbone_is_taken(official):
+    """An official detector/segmentor checkpoint: keys under ``backbone.``,
+    the rest (neck, heads) reported as dropped."""
+    state = {'backbone.' + k: v for k, v in official.items()
+             if not k.startswith(('post_network', 'head.', 'aux_head'))}
+    state['neck.lateral_convs.0.conv.weight'] = torch.zeros(4, 8, 1, 1)
+    new, meta, dropped = get_converter('dualvit').convert(state, arch=TINY)
+    assert meta['layout'] == 'backbone'
+    assert 'neck.lateral_convs.0.conv.weight' in dropped
+    direct, _, _ = get_converter('dualvit').convert(official, arch=TINY)
+    assert new.keys() == direct.keys()
