@@ -6,6 +6,7 @@
 # merge into benchmarks/dualvit_cpu.{json,md}.
 #
 #   OFFICIAL_FACTORY=/path/to/factory.py benchmarks/dualvit_cpu.sh
+#   ALLOCATORS="default retain" ...   # glibc malloc modes (tools/benchmark.py)
 #
 # OFFICIAL_FACTORY is a file defining dualvit_s() / dualvit_b() that return
 # the official detection backbones (object_detection/dualvit.py of
@@ -18,17 +19,22 @@ PY=${PY:-.venv/bin/python}
 OUT=${OUT:-benchmarks/dualvit_cpu.json}
 ITERS=${ITERS:-2}
 ROUNDS=${ROUNDS:-2}  # alternate mmext / official, keep each one's best round
+ALLOCATORS=${ALLOCATORS:-default}
 for round in $(seq "$ROUNDS"); do
+ for alloc in $ALLOCATORS; do
   for arch in s b; do
     for mode in infer train; do
       "$PY" tools/benchmark.py DualViT --arch $arch --name "mmext DualViT-${arch^^}" \
         --set drop_path_rate=0.15 "stem_norm_cfg=dict(type='BN', requires_grad=False)" \
-        --mode $mode --warmup 1 --iters "$ITERS" --out "$OUT" --keep-best
+        --mode $mode --allocator $alloc --warmup 1 --iters "$ITERS" \
+        --out "$OUT" --keep-best
       if [ -n "${OFFICIAL_FACTORY:-}" ]; then
         "$PY" tools/benchmark.py --factory "$OFFICIAL_FACTORY:dualvit_$arch" \
-          --name "official DualViT-${arch^^}" --mode $mode --warmup 1 \
-          --iters "$ITERS" --out "$OUT" --keep-best
+          --name "official DualViT-${arch^^}" --mode $mode \
+          --allocator $alloc --warmup 1 --iters "$ITERS" --out "$OUT" \
+          --keep-best
       fi
     done
   done
+ done
 done

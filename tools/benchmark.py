@@ -26,6 +26,14 @@ Method (see also ``benchmarks/README.md``):
   resident set after building the model and input ("delta"). CUDA:
   ``torch.cuda.max_memory_allocated`` total and above the allocation after
   building the model.
+* allocator (CPU): ``--allocator default`` runs the worker with glibc's
+  default malloc settings; ``retain`` sets ``MALLOC_MMAP_MAX_=0`` and a huge
+  ``MALLOC_TRIM_THRESHOLD_`` for it, so freed memory is kept and reused
+  instead of being unmapped and page-faulted in again (on small VMs a fresh
+  large tensor can cost more in page faults than the op that fills it).
+  The setting applies to whatever model the worker runs; compare
+  implementations under the same allocator. With ``retain`` the peak RSS
+  also counts freed-but-kept memory.
 
 Results are merged into a JSON file (one record per name/mode/shape/device)
 and a markdown table next to it (``--out benchmarks/results.json``).
@@ -249,11 +257,24 @@ def _model_cfg(args) -> dict:
     return cfg
 
 
+#: glibc settings of ``--allocator retain``: never serve an allocation by
+#: mmap (so it is never unmapped on free) and never trim the heap
+RETAIN_MALLOC_ENV = {
+    'MALLOC_MMAP_MAX_': '0',
+    'MALLOC_TRIM_THRESHOLD_': str(2**62),
+}
+
+
 def measure(spec: dict, timeout: float) -> dict:
     """Run one measurement in a fresh interpreter."""
     cmd = [sys.executable, osp.abspath(__file__), '--worker', json.dumps(spec)]
+    env = dict(os.environ)
+    for key in RETAIN_MALLOC_ENV:
+        env.pop(key, None)
+    if spec.get('allocator') == 'retain':
+        env.update(RETAIN_MALLOC_ENV)
     proc = subprocess.run(cmd, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
     lines = [l for l in proc.stdout.splitlines() if l.startswith('{')]
     if proc.returncode or not lines:
         raise RuntimeError(f'measurement failed (exit {proc.returncode}):\n'
@@ -262,13 +283,14 @@ def measure(spec: dict, timeout: float) -> dict:
 
 
 def _key(r):
-    return (r['name'], r['mode'], r['shape'], r['device'])
+    return (r['name'], r['mode'], r['shape'], r['device'],
+            r.get('allocator', 'default'))
 
 
 def merge_results(path: str, records, keep_best: bool = False):
     """Merge into the JSON at ``path``: a new record replaces the old one of
-    the same name/mode/shape/device, or with ``keep_best`` only if it is
-    faster (best-of-N over repeated runs on a busy machine)."""
+    the same name/mode/shape/device/allocator, or with ``keep_best`` only
+    if it is faster (best-of-N over repeated runs on a busy machine)."""
     old = []
     if osp.exists(path):
         with open(path) as f:
@@ -291,15 +313,17 @@ def merge_results(path: str, records, keep_best: bool = False):
 
 def markdown_table(records) -> str:
     lines = [
-        '| model | mode | input | device | threads | latency (s) | '
-        'peak mem (MB) | peak delta (MB) | params | load |',
-        '|---|---|---|---|---|---|---|---|---|---|',
+        '| model | mode | input | device | allocator | threads | '
+        'latency (s) | peak mem (MB) | peak delta (MB) | params | load |',
+        '|---|---|---|---|---|---|---|---|---|---|---|',
     ]
-    for r in sorted(records, key=lambda r: (r['device'], r['mode'],
-                                            r['shape'], r['name'])):
+    for r in sorted(records, key=lambda r: (
+            r['device'], r.get('allocator', 'default'), r['mode'],
+            r['shape'], r['name'])):
         lines.append(
             f"| {r['name']} | {r['mode']} | {r['shape']} | {r['device']} | "
-            f"{r['threads']} | {r['latency_s']:.3f} | {r['peak_mem_mb']:.0f} "
+            f"{r.get('allocator', 'default')} | {r['threads']} | "
+            f"{r['latency_s']:.3f} | {r['peak_mem_mb']:.0f} "
             f"| {r['peak_delta_mb']:.0f} | {r['params'] / 1e6:.2f} M | "
             f"{r.get('load_avg_1min', float('nan')):.1f} |")
     return '\n'.join(lines) + '\n'
@@ -330,6 +354,9 @@ def main(argv=None):
     parser.add_argument('--device', default='cpu', help='cpu, cuda, cuda:1')
     parser.add_argument('--threads', type=int, default=0,
                         help='torch threads (0: torch default)')
+    parser.add_argument('--allocator', choices=['default', 'retain'],
+                        default='default', help='CPU malloc behaviour of '
+                        'the worker (see above)')
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--iters', type=int, default=3)
     parser.add_argument('--timeout', type=float, default=3600,
@@ -363,15 +390,18 @@ def main(argv=None):
         shape = args.shape if mode == 'infer' else args.train_shape
         spec = dict(cfg=cfg, factory=args.factory, mode=mode, shape=shape,
                     device=args.device, threads=args.threads,
-                    warmup=args.warmup, iters=args.iters)
+                    allocator=args.allocator, warmup=args.warmup,
+                    iters=args.iters)
         result = measure(spec, args.timeout)
         record = dict(
             name=name, mode=mode, shape='x'.join(map(str, shape)),
-            device=args.device, model=cfg or args.factory,
+            device=args.device, allocator=args.allocator,
+            model=cfg or args.factory,
             date=datetime.datetime.now().isoformat(timespec='seconds'),
             **result)
         records.append(record)
-        print(f"{name} {mode} {record['shape']} on {args.device}: "
+        print(f"{name} {mode} {record['shape']} on {args.device} "
+              f"({args.allocator} allocator): "
               f"{record['latency_s']:.3f} s (min {record['latency_min_s']:.3f}"
               f"), peak {record['peak_mem_mb']:.0f} MB "
               f"(+{record['peak_delta_mb']:.0f} MB over the built model)",

@@ -43,6 +43,8 @@ from torch import Tensor
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
+from mmext.utils.complexity import record_macs
+
 __all__ = [
     'elsa_filter', 'elsa_filter_unfold', 'carafe_available', 'ELSA_IMPLS'
 ]
@@ -257,6 +259,8 @@ class _ShiftAccumulate(Function):
         grad_add = torch.zeros_like(add) if (need_add and add is not None) \
             else None
         need_prod = need_a or grad_m is not None or grad_add is not None
+        record_macs('elsa_filter', v.numel() * attn.shape[2] *
+                    (int(need_v) + int(need_prod)))
         buf = None
         for k, oy, ox, iy, ix in _taps(v.shape, attn.shape[2], ks, dil):
             go = grad_out[..., oy, ox]
@@ -371,6 +375,9 @@ def elsa_filter(v: Tensor,
     path = _resolve_impl(impl, v, ghost_mul, dilation)
     if attn.dtype != v.dtype:
         attn = attn.to(v.dtype)
+    # the attention term is computed outside the dispatcher on both paths
+    # (the ghost term is a depthwise conv, which a MAC count sees)
+    record_macs('elsa_filter', v.numel() * kernel_size**2)
     if path == 'pytorch':
         return _filter_pytorch(v, attn, ghost_add, ghost_mul, heads,
                                kernel_size, dilation)

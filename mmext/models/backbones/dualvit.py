@@ -156,9 +156,8 @@ class SemanticQueryInit(nn.Module):
         queries = F.interpolate(queries[None], size=grid, mode='bicubic',
                                 align_corners=False)
         queries = self.query_proj(self.query_norm(map_to_tokens(queries)))
-        k, v = self.kv(pooled).chunk(2, dim=-1)
-        gathered = F.scaled_dot_product_attention(
-            queries.expand(b, -1, -1), k, v)
+        k, v = split_heads(self.kv(pooled), 2, 1)  # one head
+        gathered = attend(queries.expand(b, -1, -1)[:, None], k, v)
 
         weights = self.gate((gathered + pooled).mean(1)).view(b, 2, 1, c)
         weights = weights.softmax(1)

@@ -1,0 +1,111 @@
+#!/usr/bin/env python
+"""MACs (multiply-accumulates) and parameters of a backbone at a given
+input size, counted from the ops actually run (``mmext.utils.complexity``).
+
+The model is given as in ``tools/benchmark.py``: a registered type
+(``DualViT --arch s``), a config snippet, a config file with ``--cfg-key``,
+or ``--factory FILE.py:FUNCTION`` for code outside mmext::
+
+    python tools/get_flops.py DualViT --arch s --shape 1x3x800x1344
+    python tools/get_flops.py configs/detection/dualvit_b_maskrcnn_1x.py
+    python tools/get_flops.py ELSASwin --arch t --backward --mode train
+
+Matrix products, convolutions and attention (``scaled_dot_product_attention``
+and mmext's ELSA filter) are counted; element-wise ops, norms and softmax
+are not. mmdet/mmseg "FLOPs" tables are MAC counts: compare GMACs with them.
+"""
+import argparse
+import importlib.util
+import json
+import os
+import os.path as osp
+import sys
+
+
+def _benchmark_module():
+    """tools/benchmark.py, for its model-spec parsing and building."""
+    path = osp.join(osp.dirname(osp.abspath(__file__)), 'benchmark.py')
+    spec = importlib.util.spec_from_file_location('mmext_tools_benchmark',
+                                                  path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main(argv=None):
+    bench = _benchmark_module()
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('model', nargs='?', help='registered type (e.g. '
+                        'DualViT), a dict(...) config snippet, or a config '
+                        'file (with --cfg-key)')
+    parser.add_argument('--arch', help='arch argument of the backbone')
+    parser.add_argument('--set', nargs='*', metavar='KEY=VALUE',
+                        help='more constructor arguments (Python literals)')
+    parser.add_argument('--cfg-key', default='model.backbone',
+                        help='where the backbone sits in a config file')
+    parser.add_argument('--factory', help='FILE.py:FUNCTION returning the '
+                        'module to count')
+    parser.add_argument('--name', help='label in the output')
+    parser.add_argument('--shape', type=bench._parse_shape,
+                        default='1x3x800x1344', help='input BxCxHxW')
+    parser.add_argument('--mode', choices=['eval', 'train'], default='eval',
+                        help='module mode while counting (drop path and '
+                        'tiling differ between them)')
+    parser.add_argument('--backward', action='store_true',
+                        help='also count the backward pass')
+    parser.add_argument('--depth', type=int, default=2,
+                        help='depth of the per-module breakdown')
+    parser.add_argument('--out', help='write the report as JSON here '
+                        '(atomically)')
+    args = parser.parse_args(argv)
+    if not args.factory and not args.model:
+        parser.error('give a model (type, config snippet or file) or '
+                     '--factory FILE:FUNCTION')
+
+    import torch
+
+    from mmext.utils.complexity import count_macs
+    cfg = None if args.factory else bench._model_cfg(args)
+    if args.name or args.factory:
+        name = args.name or args.factory.rpartition(':')[2]
+    else:
+        arch = cfg.get('arch')
+        name = cfg['type'] + ('' if arch is None else
+                              f"-{arch if isinstance(arch, str) else 'custom'}")
+    model = bench._build_model(dict(cfg=cfg, factory=args.factory))
+    model.train(args.mode == 'train')
+    torch.manual_seed(0)
+    x = torch.randn(*args.shape)
+    try:
+        report = count_macs(model, x, backward=args.backward,
+                            depth=args.depth)
+    except ValueError as err:  # e.g. an input below the network stride
+        raise SystemExit(f'error: {name} at {args.shape}: {err}')
+
+    shape = 'x'.join(map(str, args.shape))
+    passes = 'forward + backward' if args.backward else 'forward'
+    print(f'{name}, input {shape}, {args.mode} mode, {passes}')
+    print(f"  params      {report['params'] / 1e6:10.2f} M")
+    print(f'  total       {report.gmacs():10.2f} GMACs')
+    for kind, macs in report['macs_by_kind'].items():
+        print(f'  {kind:<11} {macs / 1e9:10.2f} GMACs')
+    if report['macs_by_module']:
+        print('  by module:')
+        for module, macs in sorted(report['macs_by_module'].items()):
+            print(f'    {module:<30} {macs / 1e9:10.2f} GMACs')
+    if args.out:
+        record = dict(name=name, shape=shape, mode=args.mode,
+                      backward=args.backward, model=cfg or args.factory,
+                      **report)
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+        tmp = args.out + '.part'
+        with open(tmp, 'w') as f:
+            json.dump(record, f, indent=1)
+        os.replace(tmp, args.out)
+        print(f'written to {args.out}')
+
+
+if __name__ == '__main__':
+    sys.exit(main())
