@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""Where a backbone's CPU time goes: one profiled inference or training step,
+self CPU time summed per op kind (attention, linear, conv, other).
+
+    python benchmarks/profile_breakdown.py DualViT --arch s --mode train
+    python benchmarks/profile_breakdown.py --factory FILE.py:dualvit_s --mode infer
+
+The model is given as in ``tools/benchmark.py``; one untimed warm-up step
+runs first. Attention counts the fused SDPA kernels and, for code that writes
+attention out, batched matmuls and softmax. The profiler adds some overhead:
+use ``tools/benchmark.py`` for latencies.
+"""
+import argparse
+import importlib.util
+import json
+import os.path as osp
+import time
+
+ATTENTION_OPS = ('aten::bmm', 'aten::baddbmm', 'aten::_softmax',
+                 'aten::_softmax_backward_data')
+LINEAR_OPS = ('aten::mm', 'aten::addmm')
+
+
+def _kind(op: str) -> str:
+    if 'scaled_dot_product' in op or op in ATTENTION_OPS:
+        return 'attention'
+    if op in LINEAR_OPS:
+        return 'linear'
+    if 'convolution' in op:
+        return 'conv'
+    return 'other'
+
+
+def main(argv=None):
+    path = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools',
+                    'benchmark.py')
+    spec = importlib.util.spec_from_file_location('mmext_bench', path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('model', nargs='?')
+    parser.add_argument('--arch')
+    parser.add_argument('--set', nargs='*', metavar='KEY=VALUE')
+    parser.add_argument('--cfg-key', default='model.backbone')
+    parser.add_argument('--factory')
+    parser.add_argument('--mode', choices=['infer', 'train'], default='infer')
+    parser.add_argument('--shape', type=bench._parse_shape, default=None,
+                        help='default 1x3x800x1344 (infer), 2x3x512x512 '
+                        '(train)')
+    args = parser.parse_args(argv)
+    if not args.factory and not args.model:
+        parser.error('give a model or --factory FILE:FUNCTION')
+
+    import torch
+    torch.manual_seed(0)
+    cfg = None if args.factory else bench._model_cfg(args)
+    model = bench._build_model(dict(cfg=cfg, factory=args.factory))
+    train = args.mode == 'train'
+    model.train(train)
+    shape = args.shape or ([2, 3, 512, 512] if train else [1, 3, 800, 1344])
+    x = torch.randn(*shape)
+
+    def step():
+        if train:
+            out = model(x)
+            sum(t.float().mean() for t in bench._tensors(out)).backward()
+            model.zero_grad(set_to_none=True)
+        else:
+            with torch.inference_mode():
+                model(x)
+
+    step()
+    with torch.profiler.profile() as prof:
+        start = time.perf_counter()
+        step()
+        wall = time.perf_counter() - start
+    seconds = dict(attention=0., linear=0., conv=0., other=0.)
+    for event in prof.key_averages():
+        seconds[_kind(event.key)] += event.self_cpu_time_total / 1e6
+    print(json.dumps(dict(model=cfg or args.factory, mode=args.mode,
+                          shape='x'.join(map(str, shape)), wall_s=wall,
+                          **{k: round(v, 3) for k, v in seconds.items()})))
+
+
+if __name__ == '__main__':
+    main()
