@@ -175,6 +175,8 @@ def run_worker(spec: dict) -> dict:
         mem_method=mem_method,
         params=params,
         threads=torch.get_num_threads(),
+        malloc_env={k: os.environ[k]
+                    for k in RETAIN_MALLOC_ENV if k in os.environ},
         torch=torch.__version__,
         device_name=(torch.cuda.get_device_name(device)
                      if cuda else _cpu_name()))
@@ -235,6 +237,11 @@ def _model_cfg(args) -> dict:
         for part in args.cfg_key.split('.'):
             node = node[part]
         cfg = dict(node.to_dict() if hasattr(node, 'to_dict') else node)
+        if cfg.pop('init_cfg', None) is not None:
+            # a config's pretrained file need not exist here, and weights
+            # change neither timings nor MAC counts
+            print(f'{model}: ignoring {args.cfg_key}.init_cfg (random '
+                  'weights)', file=sys.stderr)
     elif model.lstrip().startswith(('dict(', '{')):
         try:
             cfg = json.loads(model)
