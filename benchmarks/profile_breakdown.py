@@ -39,11 +39,7 @@ def main(argv=None):
     spec.loader.exec_module(bench)
 
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('model', nargs='?')
-    parser.add_argument('--arch')
-    parser.add_argument('--set', nargs='*', metavar='KEY=VALUE')
-    parser.add_argument('--cfg-key', default='model.backbone')
-    parser.add_argument('--factory')
+    bench.add_model_arguments(parser)
     parser.add_argument('--mode', choices=['infer', 'train'], default='infer')
     parser.add_argument('--shape', type=bench._parse_shape, default=None,
                         help='default 1x3x800x1344 (infer), 2x3x512x512 '
@@ -53,6 +49,8 @@ def main(argv=None):
         parser.error('give a model or --factory FILE:FUNCTION')
 
     import torch
+
+    from mmext.utils.complexity import iter_tensors
     torch.manual_seed(0)
     cfg = None if args.factory else bench._model_cfg(args)
     model = bench._build_model(dict(cfg=cfg, factory=args.factory))
@@ -64,7 +62,7 @@ def main(argv=None):
     def step():
         if train:
             out = model(x)
-            sum(t.float().mean() for t in bench._tensors(out)).backward()
+            sum(t.float().mean() for t in iter_tensors(out)).backward()
             model.zero_grad(set_to_none=True)
         else:
             with torch.inference_mode():

@@ -98,20 +98,10 @@ def _build_model(spec: dict):
     return model
 
 
-def _tensors(out):
-    import torch
-    if isinstance(out, torch.Tensor):
-        yield out
-    elif isinstance(out, (list, tuple)):
-        for o in out:
-            yield from _tensors(o)
-    elif isinstance(out, dict):
-        for o in out.values():
-            yield from _tensors(o)
-
-
 def run_worker(spec: dict) -> dict:
     import torch
+
+    from mmext.utils.complexity import iter_tensors
     torch.manual_seed(0)
     if spec.get('threads'):
         torch.set_num_threads(spec['threads'])
@@ -126,7 +116,7 @@ def run_worker(spec: dict) -> dict:
     def step():
         if train:
             out = model(x)
-            loss = sum(t.float().mean() for t in _tensors(out))
+            loss = sum(t.float().mean() for t in iter_tensors(out))
             loss.backward()
             model.zero_grad(set_to_none=True)
         else:
@@ -336,10 +326,9 @@ def markdown_table(records) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split('\n\n')[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model-spec arguments shared by benchmark.py, get_flops.py and
+    benchmarks/profile_breakdown.py (see :func:`_model_cfg`)."""
     parser.add_argument('model', nargs='?', help='registered type (e.g. '
                         'DualViT), a dict(...) / JSON config snippet, or a '
                         'config file (with --cfg-key)')
@@ -349,9 +338,16 @@ def main(argv=None):
     parser.add_argument('--cfg-key', default='model.backbone',
                         help='where the backbone sits in a config file')
     parser.add_argument('--factory', help='FILE.py:FUNCTION returning the '
-                        'module to measure (instead of a registered model)')
+                        'module (instead of a registered model)')
     parser.add_argument('--name', help='label of the results (default: the '
                         'type and arch)')
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
     parser.add_argument('--mode', choices=['infer', 'train', 'both'],
                         default='both')
     parser.add_argument('--shape', type=_parse_shape, default='1x3x800x1344',

@@ -37,17 +37,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split('\n\n')[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('model', nargs='?', help='registered type (e.g. '
-                        'DualViT), a dict(...) config snippet, or a config '
-                        'file (with --cfg-key)')
-    parser.add_argument('--arch', help='arch argument of the backbone')
-    parser.add_argument('--set', nargs='*', metavar='KEY=VALUE',
-                        help='more constructor arguments (Python literals)')
-    parser.add_argument('--cfg-key', default='model.backbone',
-                        help='where the backbone sits in a config file')
-    parser.add_argument('--factory', help='FILE.py:FUNCTION returning the '
-                        'module to count')
-    parser.add_argument('--name', help='label in the output')
+    bench.add_model_arguments(parser)
     parser.add_argument('--shape', type=bench._parse_shape,
                         default='1x3x800x1344', help='input BxCxHxW')
     parser.add_argument('--mode', choices=['eval', 'train'], default='eval',

@@ -125,7 +125,7 @@ def count_macs(model: nn.Module, inputs, backward: bool = False,
         with grad, counter:
             out = model(*inputs)
             if backward:
-                tensors = [t for t in _flatten(out) if t.requires_grad]
+                tensors = [t for t in iter_tensors(out) if t.requires_grad]
                 if not tensors:
                     raise ValueError('backward=True but no output requires '
                                      'grad (is the model frozen?)')
@@ -170,12 +170,13 @@ def _roll_up(counts, root: str, depth: int) -> Dict[str, int]:
     return dict(by_module)
 
 
-def _flatten(out):
+def iter_tensors(out):
+    """Every tensor in a (nested) tuple / list / dict of outputs."""
     if isinstance(out, torch.Tensor):
         yield out
     elif isinstance(out, (list, tuple)):
         for o in out:
-            yield from _flatten(o)
+            yield from iter_tensors(o)
     elif isinstance(out, dict):
         for o in out.values():
-            yield from _flatten(o)
+            yield from iter_tensors(o)
