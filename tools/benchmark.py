@@ -51,6 +51,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Optional
 
 # ---------------------------------------------------------------------------
 # worker: runs one measurement in its own process
@@ -343,6 +344,19 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         'type and arch)')
 
 
+def model_name(args, cfg: Optional[dict]) -> str:
+    """``--name``, else the factory's function, else type and arch (a dict
+    arch reads ``custom``)."""
+    if args.name:
+        return args.name
+    if args.factory:
+        return args.factory.rpartition(':')[2]
+    arch = cfg.get('arch')
+    if arch is None:
+        return cfg['type']
+    return f"{cfg['type']}-{arch if isinstance(arch, str) else 'custom'}"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split('\n\n')[0],
@@ -384,9 +398,7 @@ def main(argv=None):
         if not torch.cuda.is_available():
             parser.error('--device cuda: no CUDA device is available here')
     cfg = None if args.factory else _model_cfg(args)
-    name = args.name or (args.factory.rpartition(':')[2] if args.factory else
-                         f"{cfg['type']}" +
-                         (f"-{cfg['arch']}" if 'arch' in cfg else ''))
+    name = model_name(args, cfg)
     modes = ['infer', 'train'] if args.mode == 'both' else [args.mode]
     records = []
     for mode in modes:

@@ -58,12 +58,7 @@ def main(argv=None):
 
     from mmext.utils.complexity import count_macs
     cfg = None if args.factory else bench._model_cfg(args)
-    if args.name or args.factory:
-        name = args.name or args.factory.rpartition(':')[2]
-    else:
-        arch = cfg.get('arch')
-        name = cfg['type'] + ('' if arch is None else
-                              f"-{arch if isinstance(arch, str) else 'custom'}")
+    name = bench.model_name(args, cfg)
     model = bench._build_model(dict(cfg=cfg, factory=args.factory))
     model.train(args.mode == 'train')
     torch.manual_seed(0)

@@ -18,12 +18,15 @@ convention of detection/segmentation FLOPs tables). One MAC is one multiply
 and one add, i.e. two FLOPs; mmdet/mmseg "FLOPs" tables report MACs.
 """
 import contextlib
+import math
 from collections import defaultdict
 from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
+
+# torch.utils.flop_counter is imported where it is used: it pulls in triton
+# (~0.3 s), and this module is imported with mmext.ops for record_macs
 
 aten = torch.ops.aten
 
@@ -41,9 +44,7 @@ def record_macs(kind: str, macs: int) -> None:
 def _sdpa_macs(q_shape, k_shape, v_shape, backward=False) -> int:
     *batch, n, d = q_shape
     m, dv = k_shape[-2], v_shape[-1]
-    b = 1
-    for s in batch:
-        b *= s
+    b = math.prod(batch)
     if backward:
         # scores recomputed (q k^T), grad of the probabilities (dO v^T) and
         # of v (P^T dO), then grad q (dS k) and grad k (dS^T q)
@@ -67,6 +68,7 @@ def _conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride,
     # each requested gradient costs what the forward conv costs; PyTorch's
     # own formula ignores groups for the weight gradient (a depthwise conv
     # would count C times too much)
+    from torch.utils.flop_counter import conv_flop_count
     forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
     return forward * (int(output_mask[0]) + int(output_mask[1]))
 
@@ -97,7 +99,8 @@ class ComplexityReport(dict):
     """``total_macs``, ``macs_by_kind`` (``matmul``: linear layers and
     other matrix products; ``conv``; ``attention``: fused SDPA kernels,
     while attention written as explicit products counts as ``matmul``; and
-    kinds reported through :func:`record_macs`), ``macs_by_module`` (top-level children) and ``params``."""
+    kinds reported through :func:`record_macs`), ``macs_by_module``
+    (module paths cut to the requested depth) and ``params``."""
 
     def gmacs(self, key: Optional[str] = None) -> float:
         value = self['total_macs'] if key is None else \
@@ -114,6 +117,7 @@ def count_macs(model: nn.Module, inputs, backward: bool = False,
     without ``backward`` it runs under ``torch.no_grad()``. ``depth``: how
     deep ``macs_by_module`` goes into the module tree.
     """
+    from torch.utils.flop_counter import FlopCounterMode
     if isinstance(inputs, torch.Tensor):
         inputs = (inputs, )
     extra: Dict[str, int] = defaultdict(int)
