@@ -3,7 +3,7 @@
 self CPU time summed per op kind (attention, linear, conv, other).
 
     python benchmarks/profile_breakdown.py DualViT --arch s --mode train
-    python benchmarks/profile_breakdown.py --factory FILE.py:dualvit_s --mode infer
+    python benchmarks/profile_breakdown.py --factory F.py:dualvit_s --mode infer
 
 The model is given as in ``tools/benchmark.py``; one untimed warm-up step
 runs first. Attention counts the fused SDPA kernels and, for code that writes
