@@ -28,7 +28,7 @@ import torch.nn as nn
 
 #: the authors' constructor arguments (a tiny arch)
 ARCH = dict(
-    img_size=(40, 56),
+    img_size=(48, 48),  # square: converted checkpoints keep one side
     patch_size=8,
     embed_dim=16,  # the attended half; tokens are twice as wide
     depth=3,

@@ -155,6 +155,11 @@ class ShiftWindowMSA(BaseModule):
         proj_drop_rate: see :class:`WindowMSA`.
         window_size (int): square window size. Default 7.
         shift_size (int): cyclic shift, ``0 <= shift_size < window_size``.
+        pad_small_map (bool): on a map no larger than one window in height
+            or width, True shifts anyway (mmdet's Swin); False does not
+            shift there, as the original Swin classifiers (and mmpretrain's
+            ``pad_small_map=False``), whose 224-pixel models attend their
+            7x7 last stage unshifted. Default True.
     """
 
     def __init__(self,
@@ -166,6 +171,7 @@ class ShiftWindowMSA(BaseModule):
                  qk_scale: Optional[float] = None,
                  attn_drop_rate: float = 0.,
                  proj_drop_rate: float = 0.,
+                 pad_small_map: bool = True,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if not 0 <= shift_size < window_size:
@@ -173,6 +179,7 @@ class ShiftWindowMSA(BaseModule):
                              f'{shift_size} with window_size {window_size}')
         self.window_size = window_size
         self.shift_size = shift_size
+        self.pad_small_map = pad_small_map
         self.w_msa = WindowMSA(
             embed_dims,
             num_heads,
@@ -208,15 +215,16 @@ class ShiftWindowMSA(BaseModule):
         x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
         hp, wp = h + pad_b, w + pad_r
         mask = None
-        if self.shift_size > 0:
-            x = torch.roll(
-                x, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
+        shift = self.shift_size
+        if not self.pad_small_map and min(h, w) <= ws:
+            shift = 0
+        if shift > 0:
+            x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
             mask = self._shift_mask(hp, wp, x.device)
         windows = _window_partition(x, (ws, ws))
         windows = self.w_msa(windows, mask=mask)
         x = _window_reverse(windows, (ws, ws), hp, wp)
-        if self.shift_size > 0:
-            x = torch.roll(
-                x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
+        if shift > 0:
+            x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
         x = x[:, :h, :w, :]
         return x.reshape(b, h * w, c)

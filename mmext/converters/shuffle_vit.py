@@ -1,0 +1,95 @@
+"""The Shuffle DeiT authors' checkpoints -> ``mmext.ShuffleViT``.
+
+Reads the ImageNet classifiers of github.com/Ackesnal/deit (branch
+``dense``, ``ShuffleVisionTransformer``; ``{'model': ...}``) or a
+detector's ``backbone.`` keys. Only names change; the shared per-block norm
+``norm`` becomes ``shared_norm``. The number of heads is not visible in the
+weights: a checkpoint whose other shapes are those of DeiT-Ti is read as
+'deit-tiny', any other needs ``--arch``. The position embedding must be a
+square grid; its size is kept as ``img_size``.
+
+Layouts: ``backbone`` (default) drops ``head``; the output norm starts
+fresh. ``classifier`` (``keep_head``): mmpretrain ``ImageClassifier`` with
+``ShuffleViT(out_type='cls_token')`` and ``VisionTransformerClsHead``.
+"""
+import math
+import re
+from typing import List
+
+from mmext.models.backbones.shuffle_vit import ShuffleViT
+from .base import ConversionError, Converter, Rule, register_converter, \
+    with_prefix
+
+
+@register_converter('shuffle_vit')
+class ShuffleViTConverter(Converter):
+    backbone = ShuffleViT
+    signature = ('cls_token', 'embed_norm.weight', 'blocks.0.attn.qkv.weight')
+    head_keys = (r'head\.', )
+
+    def infer_arch(self, state) -> dict:
+        blocks = {int(m.group(1)) for k in state
+                  if (m := re.match(r'blocks\.(\d+)\.', k))}
+        if not blocks or blocks != set(range(max(blocks) + 1)):
+            raise ConversionError(f'blocks are missing or not numbered '
+                                  f'0..n-1: {sorted(blocks)}')
+        return dict(embed_dims=int(state['cls_token'].shape[-1]),
+                    depth=len(blocks),
+                    patch_size=int(state['patch_embed.proj.weight'].shape[-1]))
+
+    def rules(self, settings: dict, keep_head: bool) -> List[Rule]:
+        block, ours = 'blocks.{i}.', 'blocks.{i}.'
+        rules = [
+            Rule('patch_embed.proj.', 'patch_embed.projection.'),
+            Rule('cls_token', 'cls_token'),
+            Rule('pos_embed', 'pos_embed'),
+            Rule('embed_norm.', 'embed_norm.'),
+            Rule(block + 'norm1.', ours + 'norm1.'),
+            Rule(block + 'attn.qkv.', ours + 'attn.qkv.'),
+            Rule(block + 'attn.proj.', ours + 'attn.proj.'),
+            Rule(block + 'norm2.', ours + 'norm2.'),
+            Rule(block + 'mlp.fc1.', ours + 'ffn.layers.0.0.'),
+            Rule(block + 'mlp.fc2.', ours + 'ffn.layers.1.'),
+            Rule('norm.', 'shared_norm.'),
+        ]
+        if not keep_head:
+            return rules + [Rule('norm{i}.', 'norm{i}.')]
+        return [Rule('head.', 'head.layers.head.')] + with_prefix(
+            rules, 'backbone.')
+
+    def extra_meta(self, state, converted, settings, keep_head) -> dict:
+        patches = state['pos_embed'].shape[1] - ShuffleViT.num_extra_tokens
+        side = math.isqrt(patches)
+        if side * side != patches:
+            raise ConversionError(
+                f'the position embedding has {patches} patch entries, not a '
+                'square grid; only square pretraining sizes are supported')
+        meta = dict(img_size=side * settings['patch_size'])
+        if not keep_head:
+            meta['fresh_out_norms'] = [
+                f'norm{i}' for i in range(settings['depth'])
+                if f'norm{i}.weight' not in converted
+            ]
+        return meta
+
+    def backbone_kwargs(self, meta: dict) -> dict:
+        return dict(img_size=meta.get('img_size', 224))
+
+    def allowed_missing(self, meta: dict):
+        return tuple(n + '.' for n in meta.get('fresh_out_norms', ()))
+
+    def classifier_cfg(self, arch, num_classes: int, meta: dict) -> dict:
+        settings = ShuffleViT.parse_arch(arch)
+        return dict(
+            type='ImageClassifier',
+            backbone=dict(
+                type='mmext.ShuffleViT',
+                arch=arch,
+                img_size=meta.get('img_size', 224),
+                out_type='cls_token',
+                drop_path_rate=0.),
+            neck=None,
+            head=dict(
+                type='VisionTransformerClsHead',
+                num_classes=num_classes,
+                in_channels=settings['embed_dims']))

@@ -1,0 +1,237 @@
+"""Shuffle DeiT: a plain ViT with the channel shuffle module.
+
+"Plug'n Play Channel Shuffle Module for Enhancing Tiny Vision Transformers"
+(Xu et al., arXiv:2310.05642); reimplemented from the authors' pre-release
+code (github.com/Ackesnal/deit, branch ``dense``, ``ShuffleVisionTransformer``).
+The patch embedding, class token and position embedding are twice as wide
+as the DeiT blocks; ``embed_norm`` follows the position embedding. Each
+block runs on the first half of every token (class token included), then
+one LayerNorm shared by all blocks (``shared_norm``) normalises the full
+token and the halves are interleaved. The class token goes through
+``shared_norm`` once more before the classifier.
+
+Authors' checkpoints load after ``tools/convert_imagenet.py shuffle_vit SRC
+DST``.
+"""
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmcv.cnn import build_norm_layer
+from mmcv.cnn.bricks.transformer import PatchEmbed
+from mmengine.model import ModuleList
+from mmengine.model.weight_init import trunc_normal_
+from torch import Tensor
+
+from mmext.registry import MODELS
+from ..layers.attention import SelfAttention
+from ..layers.blocks import PreNormBlock
+from ..layers.channel_shuffle import ChannelShuffleMixin, channel_shuffle
+from ..layers.pos_embed import resize_pos_embed
+from .base import BaseBackbone
+
+__all__ = ['ShuffleViT', 'ShuffleViTBlock']
+
+
+class ShuffleViTBlock(ChannelShuffleMixin, PreNormBlock):
+    """A ViT block (global self-attention) on the attended half of
+    ``embed_dims`` tokens, then the channel shuffle (see
+    :class:`ChannelShuffleMixin`; ``rescale`` None as released, or
+    'fixed' / 'learnable' starting at 1)."""
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 qkv_bias: bool = True,
+                 rescale: Optional[str] = None,
+                 ffn_cfg: Optional[dict] = None,
+                 drop_path_rate: float = 0.,
+                 norm_cfg: dict = dict(type='LN', eps=1e-6),
+                 with_cp: bool = False,
+                 init_cfg=None):
+        half = embed_dims // 2
+        super().__init__(half, SelfAttention(half, num_heads, qkv_bias),
+                         ffn_cfg, drop_path_rate, norm_cfg, with_cp, init_cfg)
+        self.init_rescale(rescale, 1.)
+
+    def _mix(self, x: Tensor, hw_shape) -> Tensor:
+        return self.attn(x)  # global attention: the map shape is not used
+
+
+@MODELS.register_module()
+class ShuffleViT(BaseBackbone):
+    """Shuffle DeiT (plain ViT) backbone.
+
+    Every block is a stage: ``out_indices`` and ``frozen_stages`` count
+    blocks. Outputs are stride-``patch_size`` maps (``out_type='featmap'``,
+    each through its own norm ``norm{i}``) or the class token after the
+    shared norm (``out_type='cls_token'``, for the classifier).
+
+    Args:
+        arch (str | dict): 'deit-tiny' (384-wide tokens, 12 blocks of 192
+            channels with 3 heads, patch 16) or a dict with keys
+            ``embed_dims`` (full token width), ``depth``, ``num_heads`` and
+            ``patch_size``.
+        img_size (int | tuple): image size of the (pretrained) position
+            embedding; other sizes resize it (bicubic). Default 224.
+        in_channels (int): image channels. Default 3.
+        mlp_ratio (float): FFN hidden width over the attended width.
+        qkv_bias (bool): bias of the qkv projections. Default True.
+        rescale (str | None): shortcut factors: None (as released),
+            'fixed' (1/2) or 'learnable' (two coefficients per block,
+            starting at 1).
+        drop_rate (float): dropout after the position embedding and in the
+            FFNs.
+        drop_path_rate (float): stochastic depth, increasing linearly.
+        out_indices (Sequence[int]): blocks to output. Default: the last.
+        out_type (str): 'featmap' or 'cls_token'.
+        frozen_stages, norm_eval, with_cp, init_cfg: see
+            :class:`~mmext.models.backbones.base.BaseBackbone`.
+        norm_cfg (dict): norms inside the blocks (LayerNorm, eps 1e-6 as
+            DeiT); ``embed_norm``, ``shared_norm`` and the output norms are
+            LayerNorms with the default eps, as released.
+    """
+    arch_zoo = {
+        'deit-tiny': dict(embed_dims=384, depth=12, num_heads=3,
+                          patch_size=16),
+    }
+    arch_keys = ('embed_dims', 'depth', 'num_heads', 'patch_size')
+    stem_names = ('patch_embed', 'cls_token', 'pos_embed', 'embed_norm')
+    layer_depth_rules = (
+        (r'(patch_embed|cls_token|pos_embed|embed_norm)', 'stem'),
+        (r'blocks\.(?P<stage>\d+)\.', 'block'),
+        (r'norm(?P<stage>\d+)\.', 'stage_last'),
+    )
+    OUT_TYPES = ('featmap', 'cls_token')
+    num_extra_tokens = 1
+
+    def __init__(self,
+                 arch: Union[str, Dict] = 'deit-tiny',
+                 img_size: Union[int, Sequence[int]] = 224,
+                 in_channels: int = 3,
+                 mlp_ratio: float = 4.,
+                 qkv_bias: bool = True,
+                 rescale: Optional[str] = None,
+                 drop_rate: float = 0.,
+                 drop_path_rate: float = 0.,
+                 out_indices: Sequence[int] = (-1, ),
+                 out_type: str = 'featmap',
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 norm_cfg: Dict = dict(type='LN', eps=1e-6),
+                 with_cp: bool = False,
+                 init_cfg=None):
+        super().__init__(arch, out_indices, frozen_stages, norm_eval, with_cp,
+                         init_cfg)
+        if out_type not in self.OUT_TYPES:
+            raise ValueError(f'ShuffleViT out_type must be one of '
+                             f'{self.OUT_TYPES}, got {out_type!r}')
+        s = self.arch_settings
+        self.embed_dims = s['embed_dims']
+        self.patch_size = s['patch_size']
+        self.in_channels = in_channels
+        self.out_type = out_type
+        img_size = (img_size, img_size) if isinstance(img_size, int) else \
+            tuple(img_size)
+        self.patch_grid = (img_size[0] // self.patch_size,
+                           img_size[1] // self.patch_size)
+
+        self.patch_embed = PatchEmbed(
+            in_channels=in_channels,
+            embed_dims=self.embed_dims,
+            conv_type='Conv2d',
+            kernel_size=self.patch_size,
+            stride=self.patch_size,
+            padding='corner',
+            norm_cfg=None)
+        num_patches = self.patch_grid[0] * self.patch_grid[1]
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, num_patches + self.num_extra_tokens,
+                        self.embed_dims))
+        self.embed_norm = nn.LayerNorm(self.embed_dims)
+        self.drop_after_pos = nn.Dropout(p=drop_rate)
+
+        dpr = torch.linspace(0, drop_path_rate, s['depth'],
+                             device='cpu').tolist()
+        ffn_cfg = dict(mlp_ratio=mlp_ratio, drop_rate=drop_rate)
+        self.blocks = ModuleList([
+            ShuffleViTBlock(
+                self.embed_dims,
+                s['num_heads'],
+                qkv_bias=qkv_bias,
+                rescale=rescale,
+                ffn_cfg=ffn_cfg,
+                drop_path_rate=dpr[i],
+                norm_cfg=norm_cfg,
+                with_cp=with_cp) for i in range(s['depth'])
+        ])
+        self.shared_norm = nn.LayerNorm(self.embed_dims)
+        if out_type == 'featmap':
+            self.add_out_norms([self.embed_dims] * self.num_stages,
+                               dict(type='LN'))
+        self.freeze_stages()
+
+    @classmethod
+    def check_arch(cls, settings: Dict) -> None:
+        for key in cls.arch_keys:
+            if not isinstance(settings[key], int) or settings[key] <= 0:
+                raise ValueError(f'ShuffleViT arch: {key} must be a positive '
+                                 f'int, got {settings[key]!r}')
+        if settings['embed_dims'] % (2 * settings['num_heads']):
+            raise ValueError(
+                f'ShuffleViT arch: the attended half of embed_dims '
+                f'({settings["embed_dims"]} / 2) must be divisible by '
+                f'num_heads ({settings["num_heads"]})')
+
+    @classmethod
+    def stage_depths(cls, settings: Dict):
+        return [1] * settings['depth']
+
+    def stage_modules(self, index: int) -> list:
+        parts = [self.blocks[index]]
+        norm = getattr(self, f'norm{index}', None)
+        if norm is not None:
+            parts.append(norm)
+        if index == self.num_stages - 1:
+            parts.append(self.shared_norm)  # used by every block
+        return parts
+
+    def init_from_scratch(self) -> None:
+        super().init_from_scratch()
+        trunc_normal_(self.pos_embed, std=.02)
+        trunc_normal_(self.cls_token, std=.02)
+
+    def _shared_norm_shuffled(self, x: Tensor) -> Tensor:
+        """``shuffle(shared_norm(t))`` of the tokens ``x = shuffle(t)``: the
+        norm's statistics do not depend on the channel order, so its affine
+        parameters are shuffled instead of the activations."""
+        norm = self.shared_norm
+        return F.layer_norm(x, norm.normalized_shape,
+                            channel_shuffle(norm.weight),
+                            channel_shuffle(norm.bias), norm.eps)
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f'ShuffleViT expects a (B, {self.in_channels}, H, W) tensor, '
+                f'got shape {tuple(x.shape)}; set in_channels to match the '
+                'input')
+        b = x.shape[0]
+        x, hw_shape = self.patch_embed(x)
+        pos = resize_pos_embed(self.pos_embed, self.patch_grid, hw_shape,
+                               self.num_extra_tokens)
+        x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1) + pos
+        x = self.drop_after_pos(self.embed_norm(x))
+        outs = []
+        for i, block in enumerate(self.blocks):
+            x = self._shared_norm_shuffled(block(x, hw_shape))
+            if i not in self.out_indices:
+                continue
+            if self.out_type == 'cls_token':
+                outs.append(self.shared_norm(x[:, 0]))
+            else:
+                outs.append(
+                    self.to_output(i, x[:, self.num_extra_tokens:], hw_shape))
+        return tuple(outs)
