@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """How often a channel-shuffle block copies its idle half, measured.
 
-Every aten op of one block's forward is logged with a ``TorchDispatchMode``. A *copy* is an op that only moves data (cat, stack,
+Every aten op of one block's forward is logged with a
+``TorchDispatchMode``. A *copy* is an op that only moves data (cat, stack,
 clone, copy_, padding, ...). Copies whose input holds idle-half data are
 counted: at the start that is the idle channels of the block input; the
 output of such a copy holds idle data in turn (so a concatenation followed

@@ -3,8 +3,8 @@
 # crops, AdamW 6e-5 / wd 0.01, no decay on norms and position tables, 1500
 # warm-up iterations then poly; total batch 16). Shuffle Swin-XTi has
 # Swin-T's stage widths (96-768), so the heads are the same.
-_base_ = ('mmseg::swin/'
-          'swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py')
+_base_ = ('mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_'
+          '8xb2-160k_ade20k-512x512.py')
 custom_imports = dict(imports=['mmext.models'], allow_failed_imports=False)
 
 # made by:

@@ -57,9 +57,10 @@ def test_swin_golden_layout_and_vanilla_swin_refused():
     expected = {k for k in golden['state_dict'] if not k.startswith('head.')}
     assert set(back) == expected
     # a vanilla (unshuffled) Swin merges both halves with one layer
-    vanilla = {k.replace('reduction_1', 'reduction').replace('norm_1', 'norm')
-               : v for k, v in golden['state_dict'].items()
-               if '_2.' not in k}
+    vanilla = {
+        k.replace('reduction_1', 'reduction').replace('norm_1', 'norm'): v
+        for k, v in golden['state_dict'].items() if '_2.' not in k
+    }
     with pytest.raises(ConversionError,
                        match='not an official shuffle_swin checkpoint'):
         conv.convert(vanilla)

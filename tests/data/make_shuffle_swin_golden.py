@@ -2,7 +2,8 @@
 """Regenerate ``shuffle_swin_golden.pth`` from the AUTHORS' Shuffle Swin code.
 
     PYTHONPATH=/path/to/timm-0.4.12 python \
-        tests/data/make_shuffle_swin_golden.py /path/to/Swin-Transformer OUT.pth
+        tests/data/make_shuffle_swin_golden.py /path/to/Swin-Transformer \
+        OUT.pth
 
 ``/path/to/Swin-Transformer`` is a checkout of the ``release`` branch of
 github.com/Ackesnal/Swin-Transformer (``models/swin_transformer.py``); its
@@ -11,13 +12,13 @@ the input size of each case through its constructor arguments. Needs timm
 (0.4.12 was used) and no mmext.
 
 The model runs in float64 (inputs and loss weights are float32 numbers,
-stored as such to halve the file). All parameters are random (not the authors' init, so
-no block is near an identity). Stored per case: the input, the classifier
-logits, the four stage outputs (the tokens each stage passes to its
-downsampling, as ``(B, C, H, W)``; the last one after the final norm), the
-weights ``w`` of the scalar ``sum(w_logits * logits) + sum_i sum(w_i *
-feature_i)`` and, for the cases marked so, its float64 gradients w.r.t. the
-input and every parameter (the authors' parameter names).
+stored as such to halve the file). All parameters are random (not the
+authors' init, so no block is near an identity). Stored per case: the
+input, the classifier logits, the four stage outputs (the tokens each
+stage passes to its downsampling, as ``(B, C, H, W)``; the last one after
+the final norm), the weights ``w`` of the scalar ``sum(w_logits * logits)
++ sum_i sum(w_i * feature_i)`` and, for the cases marked so, its float64
+gradients w.r.t. the input and every parameter (the authors' names).
 """
 import argparse
 import os.path as osp

@@ -121,8 +121,8 @@ def test_forward_matches_authors_float32():
     with torch.no_grad():
         for ref in golden['cases']:
             logits, feats = _run(model, ref['input'])
-            worst = max([worst, rel_err(logits, ref['logits'])] +
-                        [rel_err(o, t) for o, t in zip(feats, ref['features'])])
+            worst = max([worst, rel_err(logits, ref['logits'])] + [
+                rel_err(o, t) for o, t in zip(feats, ref['features'])])
     # the bound; reached: 1.3e-6
     assert worst <= 1e-4
 
@@ -145,7 +145,7 @@ def test_learnable_rescale_starts_equal_to_fixed():
         tiny(rescale='half')
 
 
-# -- sizes, options ------------------------------------------------------------
+# -- sizes, options ---------------------------------------------------------
 @pytest.mark.parametrize('shape', [(1, 3, 37, 53), (2, 3, 45, 30),
                                    (1, 3, 3, 5)])
 def test_any_input_size(shape):
@@ -193,7 +193,7 @@ def test_arch_errors():
         tiny()(torch.randn(1, 1, 32, 32))
 
 
-# -- the classifier --------------------------------------------------------------
+# -- the classifier ----------------------------------------------------------
 def test_classifier_parameter_count_xtiny():
     from mmpretrain.registry import MODELS
     from mmengine.registry import DefaultScope

@@ -2,7 +2,8 @@
 
 "Plug'n Play Channel Shuffle Module for Enhancing Tiny Vision Transformers"
 (Xu et al., arXiv:2310.05642); reimplemented from the authors' pre-release
-code (github.com/Ackesnal/deit, branch ``dense``, ``ShuffleVisionTransformer``).
+code (github.com/Ackesnal/deit, branch ``dense``,
+``ShuffleVisionTransformer``).
 The patch embedding, class token and position embedding are twice as wide
 as the DeiT blocks; ``embed_norm`` follows the position embedding. Each
 block runs on the first half of every token (class token included), then
@@ -18,7 +19,6 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks.transformer import PatchEmbed
 from mmengine.model import ModuleList
 from mmengine.model.weight_init import trunc_normal_
