@@ -143,7 +143,7 @@ def test_frozen_stages_and_layer_depth():
     assert model.get_layer_depth('backbone.blocks.1.attn.qkv.weight',
                                  'backbone.') == (2, 5)
     assert model.get_layer_depth('backbone.shared_norm.weight',
-                                 'backbone.') == (4, 5)
+                                 'backbone.') == (3, 5)
 
 
 def test_classifier_parameter_count_deit_tiny():

@@ -198,6 +198,12 @@ class ShuffleViT(BaseBackbone):
             parts.append(self.shared_norm)  # used by every block
         return parts
 
+    def match_layer_depth(self, name: str):
+        if name.startswith('shared_norm.'):
+            # applied after every block: grouped with the last one
+            return sum(self.depths)
+        return super().match_layer_depth(name)
+
     def init_from_scratch(self) -> None:
         super().init_from_scratch()
         trunc_normal_(self.pos_embed, std=.02)
