@@ -121,6 +121,13 @@ def test_layer_depth_covers_every_parameter(family):
                                                re.findall(r'\d+', k)])
     built = [d.pop() for d in (block_depth[k] for k in order)]
     assert built == list(range(1, len(built) + 1))
+    # an output norm shares the depth of its stage's last block
+    for name, _ in model.named_parameters():
+        m = re.match(r'(?:norm(\d+)|stages\.(\d+)\.norm)\.', name)
+        if m:
+            stage = int(m.group(1) or m.group(2))
+            assert model.match_layer_depth(name) == sum(
+                model.depths[:stage + 1]), name
     stem = [n for n, _ in model.named_parameters()
             if n.split('.')[0] in model.stem_names]
     assert stem and all(model.match_layer_depth(n) == 0 for n in stem)
