@@ -6,8 +6,7 @@
 # and layer-wise lr decay 0.7 (ViTDet's ViT-B value; mmpretrain's rule
 # through mmext's constructor, which also serves detectors).
 _base_ = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'
-custom_imports = dict(
-    imports=['mmext.models', 'mmext.engine'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmext.models'], allow_failed_imports=False)
 
 # ImageNet-1k weights of the authors' code converted to mmext's layout:
 #   python tools/convert_imagenet.py shuffle_vit <checkpoint.pth> <this path>

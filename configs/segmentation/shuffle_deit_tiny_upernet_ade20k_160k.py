@@ -7,8 +7,7 @@
 # layer-wise lr decay 0.65 as mmseg's plain-ViT (MAE / BEiT) recipes
 # (mmpretrain's rule through mmext's constructor, which serves segmentors).
 _base_ = 'mmseg::vit/vit_deit-s16_mln_upernet_8xb2-160k_ade20k-512x512.py'
-custom_imports = dict(
-    imports=['mmext.models', 'mmext.engine'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmext.models'], allow_failed_imports=False)
 
 # made by:
 #   python tools/convert_imagenet.py shuffle_vit <checkpoint.pth> <this path>

@@ -24,7 +24,8 @@ from .base import ConversionError, Converter, Rule, register_converter, \
 @register_converter('shuffle_vit')
 class ShuffleViTConverter(Converter):
     backbone = ShuffleViT
-    signature = ('cls_token', 'embed_norm.weight', 'blocks.0.attn.qkv.weight')
+    signature = ('cls_token', 'embed_norm.weight', 'patch_embed.proj.weight',
+                 'blocks.0.mlp.fc1.weight')
     head_keys = (r'head\.', )
 
     def infer_arch(self, state) -> dict:
@@ -66,14 +67,20 @@ class ShuffleViTConverter(Converter):
                 'square grid; only square pretraining sizes are supported')
         meta = dict(img_size=side * settings['patch_size'])
         if not keep_head:
+            # output norms of a converted mmext detector say which blocks
+            # it took outputs from; a classifier's start fresh
+            normed = [i for i in range(settings['depth'])
+                      if f'norm{i}.weight' in converted]
+            meta['out_indices'] = normed or [settings['depth'] - 1]
             meta['fresh_out_norms'] = [
-                f'norm{i}' for i in range(settings['depth'])
-                if f'norm{i}.weight' not in converted
-            ]
+                f'norm{i}' for i in meta['out_indices'] if i not in normed]
         return meta
 
     def backbone_kwargs(self, meta: dict) -> dict:
-        return dict(img_size=meta.get('img_size', 224))
+        kwargs = dict(img_size=meta.get('img_size', 224))
+        if 'out_indices' in meta:
+            kwargs['out_indices'] = tuple(meta['out_indices'])
+        return kwargs
 
     def allowed_missing(self, meta: dict):
         return tuple(n + '.' for n in meta.get('fresh_out_norms', ()))

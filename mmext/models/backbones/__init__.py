@@ -1,10 +1,7 @@
+from .base import BaseBackbone
 from .dualvit import DualViT
+from .elsa_swin import ELSASwin
+from .shuffle_swin import ShuffleSwin
+from .shuffle_vit import ShuffleViT
 
-__all__ = ['DualViT']
-
-from .elsa_swin import ELSASwin  # noqa: E402
-__all__ += ['ELSASwin']
-
-from .shuffle_swin import ShuffleSwin  # noqa: E402
-from .shuffle_vit import ShuffleViT  # noqa: E402
-__all__ += ['ShuffleSwin', 'ShuffleViT']
+__all__ = ['BaseBackbone', 'DualViT', 'ELSASwin', 'ShuffleSwin', 'ShuffleViT']

