@@ -121,6 +121,16 @@ def count_indexed(state: Dict[str, Tensor], prefix: str) -> int:
     return len(ids)
 
 
+def fresh_out_norms(converted: Dict[str, Tensor],
+                    indices: Sequence[int]) -> List[str]:
+    """The output norms ``norm{i}`` (``i`` in ``indices``) that
+    ``converted`` lacks: an ImageNet classifier has none of them (or only its
+    final norm), so they start fresh, as in the official fine-tuning. Store
+    the list as ``meta['fresh_out_norms']``; :meth:`Converter.
+    allowed_missing` lets them be missing."""
+    return [f'norm{i}' for i in indices if f'norm{i}.weight' not in converted]
+
+
 def with_prefix(rules: Sequence[Rule], prefix: str) -> List[Rule]:
     """``rules`` with ``prefix`` before every mmext target."""
     return [
@@ -216,8 +226,9 @@ class Converter:
         return {}
 
     def allowed_missing(self, meta: dict) -> Tuple[str, ...]:
-        """Key prefixes the target may lack (they start fresh)."""
-        return ()
+        """Key prefixes the target may lack (they start fresh); by default
+        the output norms listed in ``meta['fresh_out_norms']``."""
+        return tuple(n + '.' for n in meta.get('fresh_out_norms', ()))
 
     # -- reading ---------------------------------------------------------------
     def official_subset(self, state: Dict[str, Tensor]

@@ -13,12 +13,11 @@ fresh. ``classifier`` (``keep_head``): mmpretrain ``ImageClassifier`` with
 ``LinearClsHead``.
 """
 import math
-import re
 from typing import List
 
 from mmext.models.backbones.shuffle_swin import ShuffleSwin
-from .base import ConversionError, Converter, Rule, register_converter, \
-    with_prefix
+from .base import (ConversionError, Converter, Rule, count_indexed,
+                   fresh_out_norms, register_converter, with_prefix)
 
 
 @register_converter('shuffle_swin')
@@ -30,17 +29,9 @@ class ShuffleSwinConverter(Converter):
     head_keys = (r'head\.', )
 
     def infer_arch(self, state) -> dict:
-        stages = {int(m.group(1)) for k in state
-                  if (m := re.match(r'layers\.(\d+)\.', k))}
         depths, heads = [], []
-        for i in range(max(stages) + 1):
-            blocks = {int(m.group(1)) for k in state
-                      if (m := re.match(rf'layers\.{i}\.blocks\.(\d+)\.', k))}
-            if not blocks or blocks != set(range(max(blocks) + 1)):
-                raise ConversionError(
-                    f'stage {i} blocks are missing or not numbered 0..n-1: '
-                    f'{sorted(blocks)}')
-            depths.append(len(blocks))
+        for i in range(count_indexed(state, r'layers\.')):
+            depths.append(count_indexed(state, rf'layers\.{i}\.blocks\.'))
             table = state[f'layers.{i}.blocks.0.attn.'
                           'relative_position_bias_table']
             heads.append(int(table.shape[1]))
@@ -85,18 +76,13 @@ class ShuffleSwinConverter(Converter):
         if not keep_head:
             # a classifier has only the last stage's norm: the others start
             # fresh, as in mmdet's Swin fine-tuning
-            meta['fresh_out_norms'] = [
-                f'norm{i}' for i in range(len(settings['depths']))
-                if f'norm{i}.weight' not in converted
-            ]
+            meta['fresh_out_norms'] = fresh_out_norms(
+                converted, range(len(settings['depths'])))
         return meta
 
     def backbone_kwargs(self, meta: dict) -> dict:
         return dict(window_size=meta.get('window_size', 7),
                     patch_size=meta.get('patch_size', 4))
-
-    def allowed_missing(self, meta: dict):
-        return tuple(n + '.' for n in meta.get('fresh_out_norms', ()))
 
     def classifier_cfg(self, arch, num_classes: int, meta: dict) -> dict:
         settings = ShuffleSwin.parse_arch(arch)

@@ -13,12 +13,11 @@ fresh. ``classifier`` (``keep_head``): mmpretrain ``ImageClassifier`` with
 ``ShuffleViT(out_type='cls_token')`` and ``VisionTransformerClsHead``.
 """
 import math
-import re
 from typing import List
 
 from mmext.models.backbones.shuffle_vit import ShuffleViT
-from .base import ConversionError, Converter, Rule, register_converter, \
-    with_prefix
+from .base import (ConversionError, Converter, Rule, count_indexed,
+                   fresh_out_norms, register_converter, with_prefix)
 
 
 @register_converter('shuffle_vit')
@@ -29,13 +28,8 @@ class ShuffleViTConverter(Converter):
     head_keys = (r'head\.', )
 
     def infer_arch(self, state) -> dict:
-        blocks = {int(m.group(1)) for k in state
-                  if (m := re.match(r'blocks\.(\d+)\.', k))}
-        if not blocks or blocks != set(range(max(blocks) + 1)):
-            raise ConversionError(f'blocks are missing or not numbered '
-                                  f'0..n-1: {sorted(blocks)}')
         return dict(embed_dims=int(state['cls_token'].shape[-1]),
-                    depth=len(blocks),
+                    depth=count_indexed(state, r'blocks\.'),
                     patch_size=int(state['patch_embed.proj.weight'].shape[-1]))
 
     def rules(self, settings: dict, keep_head: bool) -> List[Rule]:
@@ -72,8 +66,8 @@ class ShuffleViTConverter(Converter):
             normed = [i for i in range(settings['depth'])
                       if f'norm{i}.weight' in converted]
             meta['out_indices'] = normed or [settings['depth'] - 1]
-            meta['fresh_out_norms'] = [
-                f'norm{i}' for i in meta['out_indices'] if i not in normed]
+            meta['fresh_out_norms'] = fresh_out_norms(
+                converted, meta['out_indices'])
         return meta
 
     def backbone_kwargs(self, meta: dict) -> dict:
@@ -81,9 +75,6 @@ class ShuffleViTConverter(Converter):
         if 'out_indices' in meta:
             kwargs['out_indices'] = tuple(meta['out_indices'])
         return kwargs
-
-    def allowed_missing(self, meta: dict):
-        return tuple(n + '.' for n in meta.get('fresh_out_norms', ()))
 
     def classifier_cfg(self, arch, num_classes: int, meta: dict) -> dict:
         settings = ShuffleViT.parse_arch(arch)
