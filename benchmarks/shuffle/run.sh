@@ -3,7 +3,9 @@
 # SwinTransformer, 48 channels, depths 2-2-5-2), side by side on CPU:
 # inference 1x3x800x1344 and a 2x3x512x512 training step, in alternating
 # rounds (A B C, then C B A, ...), one fresh process per measurement
-# (tools/benchmark.py). The load average is logged before each measurement.
+# (tools/benchmark.py: latency and peak memory); then the three models
+# interleaved iteration by iteration in one process (interleaved.py: the
+# ratios that survive the VM's drift). The load average is logged.
 # MACs from tools/get_flops.py. Idle-half copies: idle_copies.py.
 #
 #   bash benchmarks/shuffle/run.sh [ROUNDS]     (from the repository root)
@@ -46,3 +48,9 @@ for hw in "56 56" "200 336"; do
   $PY benchmarks/shuffle/idle_copies.py --hw $hw \
     --out "$OUT/idle_copies_${hw/ /x}.json"
 done
+
+for mode in infer train; do
+  $PY benchmarks/shuffle/interleaved.py --mode $mode --rounds 7 \
+    --threads 1 --out "$OUT/interleaved_${mode}.json"
+done
+$PY benchmarks/shuffle/summarize.py

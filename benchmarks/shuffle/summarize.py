@@ -46,6 +46,28 @@ def main():
             f'- {mode}: median over rounds of shuffle / vanilla = '
             f'{statistics.median(r[0] for r in rs):.2f}, shuffle / Swin-T = '
             f'{statistics.median(r[1] for r in rs):.2f}')
+    for mode in ('infer', 'train'):
+        path = osp.join(HERE, f'interleaved_{mode}.json')
+        if not osp.exists(path):
+            continue
+        with open(path) as f:
+            r = json.load(f)
+        if mode == 'infer':
+            lines += ['', '| interleaved (one process) | input | rounds | '
+                      'Shuffle Swin-XTi (s) | vanilla Swin-XTi (s) | Swin-T '
+                      '(s) | shuffle / vanilla | shuffle / Swin-T | threads '
+                      '| load (1 min) |',
+                      '|---|---|---|---|---|---|---|---|---|---|']
+        for kind in ('cpu', 'wall'):
+            t = r[f'median_{kind}_s']
+            q = r['median_cpu_ratio_shuffle_to' if kind == 'cpu' else
+                  'median_ratio_shuffle_to']
+            lines.append(
+                f"| {mode} ({kind} time) | {'x'.join(map(str, r['shape']))} "
+                f"| {r['rounds']} | {t[SHUFFLE]:.3f} | {t[VANILLA]:.3f} | "
+                f'{t[SWIN_T]:.3f} | {q[VANILLA]:.2f} | {q[SWIN_T]:.2f} | '
+                f"{r['threads']} | {min(r['load_avg_1min']):.1f}-"
+                f"{max(r['load_avg_1min']):.1f} |")
     macs = []
     for path in sorted(glob.glob(osp.join(HERE, 'macs_*.json'))):
         with open(path) as f:
