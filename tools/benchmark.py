@@ -300,10 +300,9 @@ def merge_results(path: str, records, keep_best: bool = False):
             continue
         kept[_key(r)] = r
     merged = list(kept.values())
-    tmp = path + '.part'
-    with open(tmp, 'w') as f:
+    from mmext.utils.fileio import atomic_write
+    with atomic_write(path, 'w', force=True) as f:
         json.dump(merged, f, indent=1)
-    os.replace(tmp, path)
     with open(osp.splitext(path)[0] + '.md', 'w') as f:
         f.write(markdown_table(merged))
     return merged
@@ -397,6 +396,14 @@ def main(argv=None):
         import torch
         if not torch.cuda.is_available():
             parser.error('--device cuda: no CUDA device is available here')
+    if args.out:  # before measuring, so that no measurement is lost
+        out_dir = osp.dirname(osp.abspath(args.out))
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+        except OSError as err:
+            parser.error(f'--out {args.out}: cannot make {out_dir} ({err})')
+        if not os.access(out_dir, os.W_OK):
+            parser.error(f'--out {args.out}: {out_dir} is not writable')
     cfg = None if args.factory else _model_cfg(args)
     name = model_name(args, cfg)
     modes = ['infer', 'train'] if args.mode == 'both' else [args.mode]
@@ -407,7 +414,13 @@ def main(argv=None):
                     device=args.device, threads=args.threads,
                     allocator=args.allocator, warmup=args.warmup,
                     iters=args.iters)
-        result = measure(spec, args.timeout)
+        try:
+            result = measure(spec, args.timeout)
+        except RuntimeError as err:  # the worker's last line says why
+            last = (str(err).strip().splitlines() or [''])[-1]
+            raise SystemExit(f'error: {name} ({mode}): {last} (the worker '
+                             'failed; run it with --mode and --iters 1 to '
+                             'see its traceback)')
         record = dict(
             name=name, mode=mode, shape='x'.join(map(str, shape)),
             device=args.device, allocator=args.allocator,
