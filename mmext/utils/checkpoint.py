@@ -122,11 +122,38 @@ def load_checkpoint_file(filename: str, map_location=None,
 
 
 def _corrupt(filename: str, err: Exception) -> CorruptCheckpointError:
-    first = (str(err).strip().splitlines() or [''])[0][:160]
     return CorruptCheckpointError(
-        f'{filename} is truncated or is not a torch checkpoint '
-        f'({type(err).__name__}: {first}). Download, convert or save it '
-        'again.')
+        f'{filename} {_what_it_is(filename, err)}. Download, convert or save '
+        'it again.')
+
+
+def _what_it_is(filename: str, err: Exception) -> str:
+    """What a file that torch cannot load looks like, from its first bytes
+    (the loader's own errors, e.g. ``IndexError`` for a text file, do not
+    tell)."""
+    try:
+        with open(filename, 'rb') as f:
+            head = f.read(256)
+    except OSError:
+        head = b''
+    if head.startswith(b'PK'):
+        return ('is truncated or damaged (an incomplete zip archive, e.g. a '
+                'download or save that was cut short)')
+    if head.startswith(b'\x93NUMPY'):
+        return 'is a NumPy .npy file, not a torch checkpoint'
+    if head.startswith(b'\x80'):
+        return ('is a plain pickle, not a torch checkpoint (or one in the '
+                'pre-1.6 format cut short)')
+    try:
+        text = head.decode('utf-8')
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and text.strip() and all(
+            c.isprintable() or c.isspace() for c in text):
+        first = text.strip().splitlines()[0][:40]
+        return f'is a text file (it starts with {first!r}), not a checkpoint'
+    detail = (str(err).strip().splitlines() or [''])[0][:100]
+    return f'is not a torch checkpoint ({type(err).__name__}: {detail})'
 
 
 def _load_from_local(filename: str, map_location=None, logger=None):

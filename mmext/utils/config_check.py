@@ -107,13 +107,21 @@ def _params(func) -> Optional[list]:
 
 
 def _kwargs_targets():
-    """Classes whose ``**kwargs`` end up in another function than their
-    base class's ``__init__``: where they go."""
+    """Classes whose ``**kwargs`` go elsewhere than to a base class: the
+    extra keywords that can work there (the signature is closed then)."""
     from mmengine.hooks import CheckpointHook
     from mmengine.runner import Runner
     # CheckpointHook(**kwargs) -> runner.save_checkpoint(**kwargs) at the
-    # first save, i.e. a typo there crashed only after a whole epoch
-    return {CheckpointHook: Runner.save_checkpoint}
+    # first save (a typo crashed only after a whole epoch), and the hook
+    # already passes every argument save_checkpoint has
+    passed = {'out_dir', 'filename', 'file_client_args', 'save_optimizer',
+              'save_param_scheduler', 'meta', 'by_epoch', 'backend_args'}
+    return {
+        CheckpointHook: [
+            p.name for p in _params(Runner.save_checkpoint)
+            if p.name not in passed | {'self'}
+        ]
+    }
 
 
 def _accepts(obj, arg: str) -> Optional[List[str]]:
@@ -133,14 +141,13 @@ def _accepts(obj, arg: str) -> Optional[List[str]]:
         params = _params(target)
         if params is None:
             return None
-        if any(p.kind == p.VAR_KEYWORD for p in params) and klass in targets:
-            params = [p for p in params if p.kind != p.VAR_KEYWORD] + \
-                _params(targets[klass])
-        names += [
-            p.name for p in params
-            if p.name not in ('self', 'cls', *names)
-            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        ]
+        if klass in targets:
+            params = [p for p in params if p.kind != p.VAR_KEYWORD]
+            names += [n for n in targets[klass] if n not in names]
+        for p in params:
+            if p.name not in ('self', 'cls', *names) and p.kind not in (
+                    p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                names.append(p.name)
         if arg in names:
             return None
         if not any(p.kind == p.VAR_KEYWORD for p in params):
@@ -413,13 +420,16 @@ def check_pretrained(cfg: Config) -> None:
                     ckpt = item.get('checkpoint')
                     key = f'{path}.init_cfg'
                     if isinstance(ckpt, str) and not _is_remote(ckpt) \
-                            and not osp.isfile(ckpt):
+                            and not osp.exists(ckpt):
                         raise FileNotFoundError(
                             f'pretrained weights {ckpt!r} ({key}.checkpoint) '
                             f'not found; {_pretrained_hint(ckpt, key)}.')
+                    if isinstance(ckpt, str):
+                        check_checkpoint(ckpt, f'pretrained weights '
+                                         f'({key}.checkpoint)')
             pre = node.get('pretrained')
             if isinstance(pre, str) and not _is_remote(pre) \
-                    and not osp.isfile(pre):
+                    and not osp.exists(pre):
                 key = f'{path}.pretrained'
                 raise FileNotFoundError(
                     f'pretrained weights {pre!r} ({key}) not found; '

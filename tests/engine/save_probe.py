@@ -1,8 +1,12 @@
 """Imported by a training process under test (``custom_imports``).
 
-Announces each step of every checkpoint save on stdout, and stops at the one
-named by ``MMEXT_PROBE_PAUSE=<step>:<n>`` (the n-th checkpoint file saved),
-so that the test can SIGKILL the process exactly there. Steps, in order:
+Announces each step of every checkpoint save on stdout. At each step listed
+in ``MMEXT_PROBE_KILL_AT`` (``<step>:<n>``, n counting checkpoint files), the
+process forks: the child, an exact copy of the training process at that
+step, says ``PROBE PAUSED <step>:<n> <pid>`` and waits to be SIGKILLed by the
+test; the parent waits until the child is dead and the test has checked
+what it left (the test creates ``$MMEXT_PROBE_GO/<step>_<n>``), then goes
+on. One run thus yields a process killed at every step. Steps, in order:
 
 ``ckpt-writing``        half of the checkpoint is in its temporary file
 ``ckpt-before-rename``  the temporary file is complete and fsynced
@@ -16,24 +20,38 @@ Nothing here changes what is written, only when.
 import contextlib
 import os
 import os.path as osp
+import signal
 import sys
 import time
 
 import mmext.engine.hooks as hooks
 import mmext.utils.fileio as fileio
 
-PAUSE = os.environ.get('MMEXT_PROBE_PAUSE', '')
+KILL_AT = set(filter(None, os.environ.get('MMEXT_PROBE_KILL_AT',
+                                          '').split(',')))
+GO_DIR = os.environ.get('MMEXT_PROBE_GO', '')
 _count = {'saves': 0}
 
 
 def _at(step: str) -> None:
     here = f'{step}:{_count["saves"]}'
     sys.stdout.write(f'PROBE {here}\n')
-    if here == PAUSE:
-        sys.stdout.write('PROBE PAUSED\n')
-        sys.stdout.flush()
-        time.sleep(300)  # the test kills us here
     sys.stdout.flush()
+    if here not in KILL_AT:
+        return
+    child = os.fork()
+    if child == 0:
+        sys.stdout.write(f'PROBE PAUSED {here} {os.getpid()}\n')
+        sys.stdout.flush()
+        time.sleep(120)  # the test kills us here
+        os._exit(3)  # not killed: the parent reports it
+    _, status = os.waitpid(child, 0)
+    if not (os.WIFSIGNALED(status)
+            and os.WTERMSIG(status) == signal.SIGKILL):
+        raise RuntimeError(f'probe: the copy at {here} was not SIGKILLed')
+    go = osp.join(GO_DIR, here.replace(':', '_'))
+    while not osp.exists(go):
+        time.sleep(0.02)
 
 
 def _kind(path) -> str:

@@ -1,8 +1,13 @@
-"""Crash safety of checkpoints: real training processes (tools/train.py on
-the tiny demo segmentor) are SIGKILLed at each step of a save, and what they
-leave must be resumable."""
+"""Crash safety of checkpoints: a real training run (tools/train.py on the
+tiny demo segmentor) is SIGKILLed at every step of a save, and what each
+kill leaves must be resumable.
+
+One run reaches all kill points: at each, the probe (save_probe.py) forks
+the training process and the test SIGKILLs the copy, checks the work dir,
+and lets the original go on (a kill per process would take a minute)."""
 import os
 import os.path as osp
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,17 +22,18 @@ from mmext.utils.checkpoint import (NotResumableError, find_resume_checkpoint,
 
 ENGINE_TESTS = osp.dirname(osp.abspath(__file__))
 
-#: where the probe (save_probe.py) stops the run, and the checkpoint that
-#: --resume must continue from afterwards (None: a fresh start)
-KILL_POINTS = [
-    ('ckpt-writing:1', None),
-    ('pointer-writing:1', 'iter_1.pth'),
-    ('ckpt-writing:2', 'iter_1.pth'),
-    ('ckpt-before-rename:2', 'iter_1.pth'),
-    ('ckpt-renamed:2', 'iter_1.pth'),
-    ('pointer-writing:2', 'iter_1.pth'),
-    ('removing-old:2', 'iter_2.pth'),
-]
+#: kill points (step:n-th checkpoint file) and the checkpoint that --resume
+#: continues from afterwards (None: no checkpoint yet, a fresh start)
+KILL_POINTS = {
+    'ckpt-writing:1': None,
+    'pointer-writing:1': 'iter_1.pth',
+    'ckpt-writing:2': 'iter_1.pth',
+    'ckpt-before-rename:2': 'iter_1.pth',
+    'ckpt-renamed:2': 'iter_1.pth',
+    'pointer-writing:2': 'iter_1.pth',
+    'pointer-renamed:2': 'iter_2.pth',
+    'removing-old:2': 'iter_2.pth',
+}
 
 
 def _config(demo_root, work_dir):
@@ -42,72 +48,78 @@ def _config(demo_root, work_dir):
            'train_cfg.val_interval': 100})
 
 
-def _env(pause=''):
-    env = tool_env(dict(MMEXT_PROBE_PAUSE=pause))
+def _env(**extra):
+    env = tool_env(extra)
     env['PYTHONPATH'] = os.pathsep.join([ENGINE_TESTS, env['PYTHONPATH']])
     return env
 
 
-def _kill_at(cfg, work_dir, point):
-    """Run tools/train.py until the probe stops at ``point``; SIGKILL it."""
-    proc = subprocess.Popen(
-        [sys.executable, osp.join(REPO, 'tools/train.py'), cfg,
-         '--work-dir', str(work_dir)],
-        cwd=REPO, env=_env(point), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if line.startswith('PROBE PAUSED'):
-            proc.send_signal(signal.SIGKILL)
-            break
-    proc.stdout.close()
-    code = proc.wait(timeout=60)
-    assert code == -signal.SIGKILL, \
-        f'never stopped at {point}:\n' + ''.join(seen[-30:])
-
-
-def _assert_nothing_partial(work_dir):
+def _check_state(work_dir, point):
+    """What a kill at ``point`` left: no partial file under a final name,
+    and --resume picks the expected checkpoint."""
     for name in os.listdir(work_dir):
         path = osp.join(work_dir, name)
         if name.endswith('.pth'):
-            assert is_complete_checkpoint(path), f'{name} is partial'
+            assert is_complete_checkpoint(path), f'{point}: {name} partial'
             load_checkpoint_file(path)  # every tensor readable
         if name == 'last_checkpoint':
             with open(path) as f:
                 named = f.read()
             assert osp.isfile(named) and is_complete_checkpoint(named), \
-                f'last_checkpoint names {named!r}'
+                f'{point}: last_checkpoint names {named!r}'
+    expected = KILL_POINTS[point]
+    assert find_resume_checkpoint(work_dir) == \
+        (expected and osp.join(work_dir, expected)), point
 
 
-@pytest.mark.parametrize('point, resume_from', KILL_POINTS,
-                         ids=[p for p, _ in KILL_POINTS])
-def test_sigkill_during_save_leaves_a_resumable_state(
-        point, resume_from, small_demo_root, tmp_path):
+def test_sigkill_at_every_step_of_a_save_leaves_a_resumable_state(
+        small_demo_root, tmp_path):
     cfg = _config(small_demo_root, tmp_path)
-    work_dir = tmp_path / 'run'
-    _kill_at(cfg, work_dir, point)
-    _assert_nothing_partial(work_dir)
-    found = find_resume_checkpoint(str(work_dir))
-    assert found == (resume_from and str(work_dir / resume_from))
-    if point in ('ckpt-writing:2', 'ckpt-writing:1'):
-        # the two cases that used to lose the run: resume for real
-        code, out = tool('train.py', cfg, '--work-dir', work_dir, '--resume',
-                         env=_env())
-        if resume_from:
-            assert 'resumed epoch: 0, iter: 1' in out
-        else:
-            assert 'no checkpoint in' in out and 'starts from scratch' in out
-        assert 'removed .iter_' in out  # the interrupted temporary file
-        with open(work_dir / 'last_checkpoint') as f:
-            assert f.read().endswith('iter_3.pth')
-        assert sorted(n for n in os.listdir(work_dir)
-                      if n.endswith('.pth')) == ['iter_3.pth']
-        assert torch.load(work_dir / 'iter_3.pth',
-                          weights_only=True)['meta']['iter'] == 3
+    work_dir, go = str(tmp_path / 'run'), tmp_path / 'go'
+    go.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, osp.join(REPO, 'tools/train.py'), cfg,
+         '--work-dir', work_dir],
+        cwd=REPO, env=_env(MMEXT_PROBE_KILL_AT=','.join(KILL_POINTS),
+                           MMEXT_PROBE_GO=str(go)),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killed, seen = [], []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if not line.startswith('PROBE PAUSED'):
+                continue
+            _, _, point, pid = line.split()
+            os.kill(int(pid), signal.SIGKILL)
+            # the original waits for its copy to die before it goes on
+            _check_state(work_dir, point)
+            killed.append(point)
+            if point == 'ckpt-writing:2':  # the case that lost whole runs
+                shutil.copytree(work_dir, tmp_path / 'killed_in_save_2')
+            (go / point.replace(':', '_')).touch()
+    finally:
+        if proc.poll() is None and len(killed) < len(KILL_POINTS):
+            proc.kill()
+    assert proc.wait(timeout=120) == 0, ''.join(seen[-40:])
+    assert killed == list(KILL_POINTS)
+
+    # resume for real from the state of a kill while the 2nd checkpoint was
+    # written (mmengine had already deleted the 1st one then)
+    resumed = tmp_path / 'killed_in_save_2'
+    code, out = tool('train.py', cfg, '--work-dir', resumed, '--resume',
+                     env=_env())
+    assert 'resumed epoch: 0, iter: 1' in out
+    assert 'removed .iter_2.pth.' in out  # the interrupted temporary file
+    with open(resumed / 'last_checkpoint') as f:
+        assert f.read().endswith('iter_3.pth')
+    assert sorted(n for n in os.listdir(resumed)
+                  if n.endswith('.pth') or n.endswith('.part')) == \
+        ['iter_3.pth']
+    assert torch.load(resumed / 'iter_3.pth',
+                      weights_only=True)['meta']['iter'] == 3
 
 
-def test_nothing_usable_is_one_line(small_demo_root, tmp_path):
+def test_nothing_usable_stops_with_one_line(small_demo_root, tmp_path):
     cfg = _config(small_demo_root, tmp_path)
     work_dir = tmp_path / 'run'
     work_dir.mkdir()
