@@ -246,9 +246,24 @@ def check_state_dict_fits(module: torch.nn.Module, state: Dict,
     expected = _unwrap_model(module).state_dict()
     missing, unexpected, mismatched = compare_state_dicts(expected, state)
     if missing or unexpected or mismatched:
+        part = _part_it_fits(expected, state)
+        if part:
+            fix = (f'Its keys are those of the model\'s {part!r} alone (a '
+                   f'converted {part} checkpoint?): give it to model.{part}.'
+                   "init_cfg=dict(type='Pretrained', checkpoint=...) "
+                   f'instead. {fix}')
         raise CheckpointMismatchError(
             f'{source} does not fit the model ({len(expected)} keys): ' +
             mismatch_summary(missing, unexpected, mismatched) + f'. {fix}')
+
+
+def _part_it_fits(expected: Dict, state: Dict) -> Optional[str]:
+    """The sub-module (e.g. ``backbone``) whose keys ``state`` has exactly,
+    without its prefix."""
+    for part in dict.fromkeys(k.split('.', 1)[0] for k in expected):
+        if state and all(f'{part}.{k}' in expected for k in state):
+            return part
+    return None
 
 
 def load_pretrained_strict(module: torch.nn.Module,
