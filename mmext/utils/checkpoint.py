@@ -113,8 +113,8 @@ def load_checkpoint_file(filename: str, map_location=None,
         raise UntrustedCheckpointError(
             f'refusing to load {filename}: it references {found.group(1)}, '
             'which is not on mmext\'s allow-list of checkpoint classes '
-            '(tensors, numpy arrays/scalars, mmengine HistoryBuffer). A pickle '
-            'can run arbitrary code; if you trust this file and the class is '
+            '(tensors, numpy arrays/scalars, mmengine HistoryBuffer). A '
+            'pickle can run arbitrary code; if you trust this file and the class is '
             'plain data, allow it with torch.serialization.add_safe_globals('
             '[...]) before loading.') from None
     except Exception as err:  # noqa: BLE001 - any other way of not being one
@@ -216,7 +216,8 @@ def compare_state_dicts(
     return missing, unexpected, mismatched
 
 
-def mismatch_summary(missing, unexpected, mismatched, examples: int = 2) -> str:
+def mismatch_summary(missing, unexpected, mismatched,
+                     examples: int = 2) -> str:
     """One line: the counts and a few examples of each kind."""
     def some(items, show):
         shown = ', '.join(show(i) for i in items[:examples])
@@ -363,9 +364,12 @@ def find_resume_checkpoint(work_dir: str, log=None) -> Optional[str]:
                 candidates.append((int(found.group(2)), name))
     complete = [osp.join(work_dir, name) for _, name in sorted(candidates)
                 if is_complete_checkpoint(osp.join(work_dir, name))]
-    why = (f'{pointer} names {named}, which is '
-           f'{"incomplete" if named and osp.exists(named) else "missing"}'
-           if named else f'{pointer} is {"empty" if osp.isfile(pointer) else "missing"}')
+    if named:
+        state = 'incomplete' if osp.exists(named) else 'missing'
+        why = f'{pointer} names {named}, which is {state}'
+    else:
+        why = f'{pointer} is ' + ('empty' if osp.isfile(pointer) else
+                                  'missing')
     if complete:
         log(f'--resume: {why}; resuming from the newest complete checkpoint '
             f'{complete[-1]}')

@@ -164,11 +164,11 @@ def _log_traceback_to_file(exc: BaseException) -> Optional[str]:
     import traceback
 
     from mmengine.logging import MMLogger
-    if not MMLogger.check_instance_created(MMLogger.instance_name) and \
-            not MMLogger._instance_dict:
+    if not MMLogger._instance_dict:  # no run has started logging
         return None
     logger = MMLogger.get_current_instance()
-    files = [h for h in logger.handlers if isinstance(h, logging.FileHandler)]
+    files = [h for h in logger.handlers
+             if isinstance(h, logging.FileHandler) and h.stream is not None]
     if not files:
         return None
     text = ''.join(traceback.format_exception(type(exc), exc,

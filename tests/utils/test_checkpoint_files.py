@@ -155,4 +155,5 @@ def test_resume_finds_the_newest_complete_checkpoint(tmp_path):
         str(tmp_path / 'iter_2.pth')
     assert 'iter_3.pth, which is incomplete' in notes[0]
     (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_1.pth'))
-    assert find_resume_checkpoint(str(tmp_path)) == str(tmp_path / 'iter_1.pth')
+    assert find_resume_checkpoint(str(tmp_path)) == \
+        str(tmp_path / 'iter_1.pth')
