@@ -114,9 +114,9 @@ def load_checkpoint_file(filename: str, map_location=None,
             f'refusing to load {filename}: it references {found.group(1)}, '
             'which is not on mmext\'s allow-list of checkpoint classes '
             '(tensors, numpy arrays/scalars, mmengine HistoryBuffer). A '
-            'pickle can run arbitrary code; if you trust this file and the class is '
-            'plain data, allow it with torch.serialization.add_safe_globals('
-            '[...]) before loading.') from None
+            'pickle can run arbitrary code; if you trust this file and the '
+            'class is plain data, allow it with torch.serialization.'
+            'add_safe_globals([...]) before loading.') from None
     except Exception as err:  # noqa: BLE001 - any other way of not being one
         raise _corrupt(filename, err) from None
 
