@@ -1,16 +1,10 @@
-"""Fixtures of the engine tests: the pipeline tests' helpers (tiny demo
-configs, running the tools) and a small demo data set."""
-import os.path as osp
-import sys
-
+"""Fixtures of the engine tests."""
 import pytest
-
-sys.path.insert(
-    0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'pipeline'))
 
 
 @pytest.fixture(scope='session')
 def small_demo_root(tmp_path_factory):
+    """A small demo data set (4 train / 2 val images of each kind)."""
     from mmext.datasets.demo import make_demo_data
     return make_demo_data(
         str(tmp_path_factory.mktemp('engine_demo_data')),

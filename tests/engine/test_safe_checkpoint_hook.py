@@ -15,12 +15,10 @@ import sys
 import pytest
 import torch
 
-from pipeline_utils import REPO, tiny_seg_cfg, tool, tool_env
 from mmext.utils.checkpoint import (NotResumableError, find_resume_checkpoint,
                                     is_complete_checkpoint,
                                     load_checkpoint_file)
-
-ENGINE_TESTS = osp.dirname(osp.abspath(__file__))
+from tests.pipeline.pipeline_utils import REPO, tiny_seg_cfg, tool, tool_env
 
 #: kill points (step:n-th checkpoint file) and the checkpoint that --resume
 #: continues from afterwards (None: no checkpoint yet, a fresh start)
@@ -41,7 +39,8 @@ def _config(demo_root, work_dir):
     # the first, the case that used to leave nothing to resume from
     return tiny_seg_cfg(
         demo_root, str(work_dir), iters=3,
-        custom_imports=dict(imports=['mmext.models', 'save_probe'],
+        custom_imports=dict(imports=['mmext.models',
+                                     'tests.engine.save_probe'],
                             allow_failed_imports=False),
         **{'default_hooks.checkpoint.interval': 1,
            'default_hooks.checkpoint.max_keep_ckpts': 1,
@@ -49,9 +48,7 @@ def _config(demo_root, work_dir):
 
 
 def _env(**extra):
-    env = tool_env(extra)
-    env['PYTHONPATH'] = os.pathsep.join([ENGINE_TESTS, env['PYTHONPATH']])
-    return env
+    return tool_env(extra)
 
 
 def _check_state(work_dir, point):

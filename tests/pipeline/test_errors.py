@@ -1,28 +1,20 @@
 """Bad input stops early with an error that names the problem and the fix."""
-import importlib.util
+import importlib
 import os.path as osp
 import sys
 
 import pytest
 import torch
 
-from pipeline_utils import REPO, tiny_seg_cfg, tool
+from tests.pipeline.pipeline_utils import REPO, tiny_seg_cfg, tool
 from mmext.utils.config_check import ConfigError
 
 DET_1X = osp.join(REPO, 'configs/detection/dualvit_s_maskrcnn_1x.py')
 SEG_S = osp.join(REPO, 'configs/segmentation/dualvit_s_upernet_ade20k_160k.py')
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(
-        f'mmext_tool_{name}', osp.join(REPO, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train = _load('train')
-test_tool = _load('test')
+train = importlib.import_module('tools.train')
+test_tool = importlib.import_module('tools.test')
 
 
 def _setup(argv):
@@ -143,9 +135,9 @@ def test_amp_and_auto_scale_lr_flags(tmp_path, demo_root):
 # every bad input through the tools' real entry points: exit status 1, one
 # line on stderr naming the file and the fix, nothing half-written
 # --------------------------------------------------------------------------
-convert_tool = _load('convert_imagenet')
-flops_tool = _load('get_flops')
-bench_tool = _load('benchmark')
+convert_tool = importlib.import_module('tools.convert_imagenet')
+flops_tool = importlib.import_module('tools.get_flops')
+bench_tool = importlib.import_module('tools.benchmark')
 
 
 def _fails(tool_module, argv, capsys, code=1):
@@ -220,7 +212,7 @@ def test_truncated_annotation_file_is_named(tmp_path, capsys, demo_root):
     shutil.copytree(osp.join(demo_root, 'coco'), data)
     ann = data / 'annotations' / 'instances_train.json'
     ann.write_bytes(ann.read_bytes()[:1000])
-    from pipeline_utils import tiny_det_cfg
+    from tests.pipeline.pipeline_utils import tiny_det_cfg
     cfg = tiny_det_cfg(demo_root, str(tmp_path))
     line = _fails(train, [
         cfg, '--work-dir', tmp_path / 'w', '--cfg-options',
@@ -354,7 +346,7 @@ def test_one_line_from_a_real_process(tmp_path):
     cases that fail before anything heavy is imported, run side by side;
     tools/train.py with a wrong key: test_cli_prints_a_clean_error)."""
     import subprocess
-    from pipeline_utils import tool_env
+    from tests.pipeline.pipeline_utils import tool_env
     text = tmp_path / 'notes.pth'
     text.write_text('not weights\n')
     broken = tmp_path / 'broken.py'
