@@ -228,6 +228,14 @@ def check_cfg_options(cfg: Config, options: Optional[dict],
                         f'--cfg-options {key}: {config_name} has no top-level '
                         f'key {part!r} and the runner does not read one.' +
                         _close(part, list(node) + sorted(_EXTRA_TOP_LEVEL)))
+                # a new runner-level dict: its keys are known all the same
+                known = _plain_dict_keys(part)
+                if known is not None and len(parts) > 1 \
+                        and parts[1] not in known:
+                    raise ConfigError(
+                        f'--cfg-options {key}: {part} takes no key '
+                        f'{parts[1]!r} (it takes: {", ".join(known)}).' +
+                        _close(parts[1], known))
             elif 'type' in node:
                 cls = _resolve_type(node['type'], scope)
                 args = _accepts(cls, part) if cls is not None else None

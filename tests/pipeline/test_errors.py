@@ -170,17 +170,18 @@ def _log_to_current_stdout():
 
 @pytest.fixture(scope='module')
 def seg_states(demo_root, tmp_path_factory):
-    """State dicts of the tiny segmentor, of the same with a wider head
-    (another config) and of its backbone alone (a converted checkpoint)."""
+    """The tiny segmentor's config, and checkpoints: its own, one of the
+    same with a narrower head (another config) and its backbone alone (a
+    converted checkpoint)."""
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
 
     import mmext.models  # noqa: F401
     folder = tmp_path_factory.mktemp('seg_states')
-    cfg = Config.fromfile(tiny_seg_cfg(demo_root, str(folder)))
+    files = {'cfg': tiny_seg_cfg(demo_root, str(folder))}
+    cfg = Config.fromfile(files['cfg'])
     init_default_scope('mmseg')
-    files = {}
     for name, channels in (('same', 128), ('other', 96)):
         cfg.model.decode_head.channels = channels
         torch.manual_seed(0)
@@ -225,7 +226,7 @@ def test_truncated_annotation_file_is_named(tmp_path, capsys, demo_root):
 
 def test_resume_from_a_converted_checkpoint(tmp_path, capsys, demo_root,
                                             seg_states):
-    cfg = tiny_seg_cfg(demo_root, str(tmp_path))
+    cfg = seg_states['cfg']
     line = _fails(train, [cfg, '--work-dir', tmp_path / 'w', '--resume',
                           seg_states['backbone']], capsys)
     assert f'{seg_states["backbone"]} is not a training checkpoint' in line
@@ -251,7 +252,7 @@ def test_bad_checkpoint_files(kind, use, expect, tmp_path, capsys, demo_root,
         bad.mkdir()
     else:
         bad.write_bytes(seg_states['same'].read_bytes()[:4000])
-    cfg = tiny_seg_cfg(demo_root, str(tmp_path))
+    cfg = seg_states['cfg']
     work = tmp_path / 'w'
     tool_module, argv = {
         'test': (test_tool, [cfg, bad, '--work-dir', work]),
@@ -270,7 +271,7 @@ def test_bad_checkpoint_files(kind, use, expect, tmp_path, capsys, demo_root,
 
 def test_checkpoint_of_another_config_is_refused(tmp_path, capsys,
                                                  demo_root, seg_states):
-    cfg = tiny_seg_cfg(demo_root, str(tmp_path))
+    cfg = seg_states['cfg']
     for name, counts in (('other', '61 of another shape'),
                          ('backbone', "the model's 'backbone' alone")):
         work = tmp_path / name
@@ -291,7 +292,7 @@ def test_output_paths_are_checked_first(tmp_path, capsys, demo_root,
                                         seg_states):
     a_file = tmp_path / 'file.txt'
     a_file.write_text('x')
-    cfg = tiny_seg_cfg(demo_root, str(tmp_path))
+    cfg = seg_states['cfg']
     line = _fails(train, [cfg, '--work-dir', a_file], capsys)
     assert 'work dir' in line and 'is a file' in line
     line = _fails(test_tool, [cfg, seg_states['same'], '--work-dir',
@@ -356,7 +357,6 @@ def test_one_line_from_a_real_process(tmp_path):
                                 'is a text file'),
         'train.py': ([broken, '--work-dir', tmp_path / 'w'],
                      'has a syntax error at line'),
-        'get_flops.py': (['DualViT', '--arch', 'xxl'], 'cannot build'),
     }
     procs = {
         name: subprocess.Popen(
