@@ -59,6 +59,16 @@ def test_missing_demo_data_says_how_to_generate(tmp_path, monkeypatch):
     assert 'python -m mmext.datasets.demo' in str(err.value)
 
 
+def test_demo_configs_read_demo_data_from_one_variable(tmp_path, demo_root,
+                                                       monkeypatch):
+    monkeypatch.setenv('MMEXT_DEMO_DATA', demo_root)
+    cfg = _setup([osp.join(REPO, 'configs/demo',
+                           'dualvit_tiny_maskrcnn_demo_12e.py'),
+                  '--work-dir', str(tmp_path)])
+    assert cfg.train_dataloader.dataset.data_root == f'{demo_root}/coco/'
+    assert cfg.test_evaluator.ann_file.startswith(f'{demo_root}/coco/')
+
+
 @pytest.mark.parametrize('option, expect', [
     ('model.backbone.archh=s', "takes no argument 'archh'"),
     ('model.bakbone.arch=s', "takes no argument 'bakbone'"),
