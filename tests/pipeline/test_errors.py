@@ -383,3 +383,14 @@ def test_one_line_from_a_real_process(tmp_path):
         assert 'Traceback' not in err, (name, err)
     assert not (tmp_path / 'out.pth').exists()
     assert not (tmp_path / 'w').exists()
+
+
+def test_resume_without_any_checkpoint_says_it_starts_over(tmp_path, capsys,
+                                                           seg_states):
+    _log_to_current_stdout()
+    capsys.readouterr()
+    cfg = _setup([seg_states['cfg'], '--work-dir', str(tmp_path / 'w'),
+                  '--resume'])
+    assert not cfg.resume and cfg.load_from is None
+    assert f'--resume: no checkpoint in {tmp_path / "w"}; training starts ' \
+        'from scratch' in capsys.readouterr().out
