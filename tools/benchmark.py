@@ -104,9 +104,8 @@ def main(argv=None):
             result = measure(spec, args.timeout)
         except RuntimeError as err:  # the worker's last line says why
             last = (str(err).strip().splitlines() or [''])[-1]
-            raise SystemExit(f'error: {name} ({mode}): {last} (the worker '
-                             'failed; run it with --mode and --iters 1 to '
-                             'see its traceback)')
+            raise SystemExit(f'error: {name} ({mode}): {last} (in the '
+                             'measuring worker)')
         record = dict(
             name=name, mode=mode, shape='x'.join(map(str, shape)),
             device=args.device, allocator=args.allocator,

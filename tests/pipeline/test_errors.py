@@ -352,6 +352,27 @@ def test_benchmark_out_is_checked_before_measuring(tmp_path, capsys):
     assert 'cannot make' in capsys.readouterr().err
 
 
+def test_benchmark_out_folder_is_made_before_measuring(tmp_path,
+                                                       monkeypatch):
+    out = tmp_path / 'new' / 'results.json'
+
+    def measure(spec, timeout):  # the measurement itself is not tested here
+        assert out.parent.is_dir()
+        if spec['mode'] == 'train':
+            raise RuntimeError('measurement failed (exit 1):\nKeyError: x')
+        return dict(latency_s=1.0, latency_min_s=1.0, peak_mem_mb=1.0,
+                    peak_delta_mb=1.0, params=1, threads=1)
+
+    monkeypatch.setattr(bench_tool, 'measure', measure)
+    bench_tool.main(['DualViT', '--arch', 's', '--mode', 'infer', '--out',
+                     str(out)])
+    assert out.is_file() and out.with_suffix('.md').is_file()
+    with pytest.raises(SystemExit) as exit_:
+        bench_tool.main(['DualViT', '--arch', 's', '--mode', 'train'])
+    assert exit_.value.code == ('error: mmext.DualViT-s (train): KeyError: '
+                                'x (in the measuring worker)')
+
+
 def test_one_line_from_a_real_process(tmp_path):
     """The same errors through the interpreter, as a user meets them (the
     cases that fail before anything heavy is imported, run side by side;
