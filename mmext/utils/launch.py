@@ -149,9 +149,15 @@ def enable_amp(cfg: Config) -> None:
 
 def build_runner(cfg: Config) -> Runner:
     """Build the runner; a config's own ``runner_type`` is honoured only on
-    GPU machines (on CPU the mmext runner is required)."""
+    GPU machines (on CPU the mmext runner is required), with the crash-safe
+    checkpoint hook all the same."""
     if 'runner_type' in cfg and cuda_available():
         from mmengine.registry import RUNNERS
+
+        from mmext.engine.hooks import safe_checkpoint_cfg
+        hooks = cfg.setdefault('default_hooks', {})
+        hooks['checkpoint'] = safe_checkpoint_cfg(
+            hooks.get('checkpoint', dict(type='CheckpointHook', interval=1)))
         return RUNNERS.build(cfg)
     from mmext.engine import MMExtRunner
     return MMExtRunner.from_cfg(cfg)

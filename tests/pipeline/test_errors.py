@@ -415,3 +415,22 @@ def test_resume_without_any_checkpoint_says_it_starts_over(tmp_path, capsys,
     assert not cfg.resume and cfg.load_from is None
     assert f'--resume: no checkpoint in {tmp_path / "w"}; training starts ' \
         'from scratch' in capsys.readouterr().out
+
+
+def test_failure_inside_the_run_names_the_file_and_logs_the_traceback(
+        tmp_path, capsys, demo_root, seg_states):
+    import shutil
+    data = tmp_path / 'ade'
+    shutil.copytree(osp.join(demo_root, 'ade'), data)
+    broken = sorted((data / 'images' / 'validation').iterdir())[0]
+    broken.write_bytes(broken.read_bytes()[:200])  # a cut-off JPEG
+    work = tmp_path / 'w'
+    line = _fails(test_tool, [
+        seg_states['cfg'], seg_states['same'], '--work-dir', work,
+        '--cfg-options', f'test_dataloader.dataset.data_root={data}'
+    ], capsys)
+    assert f'failed to load image: {broken}' in line
+    log = line.split('traceback in ')[1].rstrip(')')
+    with open(log) as f:
+        assert 'Traceback (most recent call last)' in f.read()
+    assert not list(work.glob('*/test_metrics.json'))
