@@ -148,5 +148,7 @@ def safe_checkpoint_cfg(hook_cfg):
     arguments); anything else is returned unchanged."""
     if isinstance(hook_cfg, dict) and hook_cfg.get('type') in (
             'CheckpointHook', 'mmengine.CheckpointHook', CheckpointHook):
-        hook_cfg = dict(hook_cfg, type=SafeCheckpointHook)
+        # by name: a config holding it must still dump as text
+        hook_cfg = dict(hook_cfg, type='mmext.SafeCheckpointHook')
+        hook_cfg.pop('_scope_', None)
     return hook_cfg

@@ -434,3 +434,16 @@ def test_failure_inside_the_run_names_the_file_and_logs_the_traceback(
     with open(log) as f:
         assert 'Traceback (most recent call last)' in f.read()
     assert not list(work.glob('*/test_metrics.json'))
+
+
+def test_resume_with_nothing_usable_stops(tmp_path, capsys, seg_states):
+    work = tmp_path / 'w'
+    work.mkdir()
+    # what mmengine's own hook left when killed in its first save
+    (work / 'iter_2.pth').write_bytes(b'PK\x03\x04 cut short')
+    (work / 'last_checkpoint').write_text(str(work / 'iter_2.pth'))
+    line = _fails(train, [seg_states['cfg'], '--work-dir', work, '--resume'],
+                  capsys)
+    assert f'--resume: nothing usable in {work}' in line
+    assert 'iter_2.pth is incomplete' in line
+    assert 'start over without --resume' in line
