@@ -47,6 +47,7 @@ from mmext.utils.benchmarking import measure, merge_results
 from mmext.utils.model_spec import (add_model_arguments, model_cfg,
                                     model_name, parse_shape)
 
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split('\n\n')[0],

@@ -53,7 +53,7 @@ def _history_buffer_getattr(owner, name):
 
 
 def safe_globals() -> List:
-    """The classes and functions mmengine checkpoints need, and nothing more."""
+    """The classes and functions mmengine checkpoints need, nothing more."""
     from mmengine.logging.history_buffer import HistoryBuffer
 
     allowed = [HistoryBuffer, np.ndarray, np.dtype] + _numpy_reconstruct()
