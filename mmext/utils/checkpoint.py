@@ -270,7 +270,8 @@ def _part_it_fits(expected: Dict, state: Dict) -> Optional[str]:
 def load_pretrained_strict(module: torch.nn.Module,
                            path: str,
                            prefix: Optional[str] = None,
-                           map_location='cpu') -> Dict:
+                           map_location='cpu',
+                           unused: Tuple[str, ...] = ()) -> Dict:
     """Load pretrained weights into ``module`` only if they fit exactly.
 
     The file is read with :func:`load_checkpoint_file`; its state dict is
@@ -279,7 +280,10 @@ def load_pretrained_strict(module: torch.nn.Module,
     e.g. ``'backbone.'``) only the keys under it are taken, without it.
     Anything missing, unexpected or of another shape raises
     :class:`CheckpointMismatchError` naming the file, e.g. S weights given
-    to a B backbone. Returns the loaded state dict.
+    to a B backbone. ``unused``: key prefixes of the file that the module
+    leaves out on purpose (e.g. ``('stages.3.', 'norm3.')`` when
+    ``out_indices`` stops early); they are dropped, not reported. Returns
+    the loaded state dict.
     """
     checkpoint = load_checkpoint_file(path, map_location=map_location)
     try:
@@ -294,6 +298,8 @@ def load_pretrained_strict(module: torch.nn.Module,
             raise CheckpointMismatchError(
                 f'{path} has no keys under {prefix!r}; drop the prefix from '
                 'init_cfg or give a checkpoint of the whole model.')
+    if unused:
+        state = {k: v for k, v in state.items() if not k.startswith(unused)}
     check_state_dict_fits(
         module, state, f'pretrained weights {path}',
         'Are they made for this architecture (arch, out_indices)? Convert '

@@ -133,6 +133,13 @@ def test_pretrained_of_another_size_is_refused(tmp_path):
                                     prefix='backbone')
     assert torch.equal(model.stem.weight, fitting.stem.weight)
     assert 'stem.weight' in loaded
+    # a module built without some parts: their keys are named as unused
+    del model.head
+    with pytest.raises(CheckpointMismatchError, match='2 unexpected'):
+        load_pretrained_strict(model, str(tmp_path / 'full.pth'),
+                               prefix='backbone')
+    load_pretrained_strict(model, str(tmp_path / 'full.pth'),
+                           prefix='backbone', unused=('head.', ))
     with pytest.raises(CheckpointMismatchError, match="no keys under 'neck.'"):
         load_pretrained_strict(model, str(tmp_path / 'full.pth'),
                                prefix='neck.')
