@@ -17,6 +17,18 @@ train = importlib.import_module('tools.train')
 test_tool = importlib.import_module('tools.test')
 
 
+@pytest.fixture(autouse=True)
+def _restore_default_scope():
+    """Runners built here in-process set mmengine's current default scope
+    (mmseg); later tests that build ``type='DualViT'`` unscoped would then
+    look in the wrong registry."""
+    from mmengine.registry import DefaultScope
+    saved = DefaultScope._instance_dict.copy()
+    yield
+    DefaultScope._instance_dict.clear()
+    DefaultScope._instance_dict.update(saved)
+
+
 def _setup(argv):
     return train.setup_cfg(train.parse_args(argv))
 
@@ -184,18 +196,18 @@ def seg_states(demo_root, tmp_path_factory):
     same with a narrower head (another config) and its backbone alone (a
     converted checkpoint)."""
     from mmengine.config import Config
-    from mmengine.registry import init_default_scope
+    from mmengine.registry import DefaultScope
     from mmseg.registry import MODELS
 
     import mmext.models  # noqa: F401
     folder = tmp_path_factory.mktemp('seg_states')
     files = {'cfg': tiny_seg_cfg(demo_root, str(folder))}
     cfg = Config.fromfile(files['cfg'])
-    init_default_scope('mmseg')
     for name, channels in (('same', 128), ('other', 96)):
         cfg.model.decode_head.channels = channels
         torch.manual_seed(0)
-        model = MODELS.build(cfg.model)
+        with DefaultScope.overwrite_default_scope('mmseg'):
+            model = MODELS.build(cfg.model)
         files[name] = folder / f'{name}.pth'
         torch.save({'state_dict': model.state_dict(),
                     'meta': dict(epoch=0, iter=2)}, files[name])
