@@ -1,0 +1,37 @@
+# Multi-scale + horizontal-flip test-time augmentation for the instance
+# segmentation configs (tools/test.py CONFIG CKPT --tta): shorter side
+# 640, 720, ..., 960 (the long side capped in proportion to 1333 at 800),
+# each unflipped and flipped. mmext.InstanceSegTTAModel (mmext/engine/tta.py)
+# brings every view's boxes and mask probabilities back to the original
+# image, fuses the boxes with class-wise NMS and averages the masks of each
+# fused detection before thresholding (see docs/tta.md for the choice of NMS
+# over weighted box fusion).
+tta_short_sides = list(range(640, 961, 80))
+
+tta_model = dict(
+    type='mmext.InstanceSegTTAModel',
+    tta_cfg=dict(fusion='nms', iou_thr=0.5, max_per_img=100))
+
+tta_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [
+                dict(type='Resize', scale=(s * 1333 // 800, s),
+                     keep_ratio=True) for s in tta_short_sides
+            ],
+            [
+                dict(type='RandomFlip', prob=0.),
+                dict(type='RandomFlip', prob=1., direction='horizontal'),
+            ],
+            [dict(type='LoadAnnotations', with_bbox=True, with_mask=True)],
+            [
+                dict(
+                    type='PackDetInputs',
+                    meta_keys=('img_id', 'img_path', 'ori_shape',
+                               'img_shape', 'scale_factor', 'flip',
+                               'flip_direction'))
+            ],
+        ]),
+]
