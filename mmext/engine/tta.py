@@ -223,17 +223,20 @@ def merge_views(views: Sequence[ViewDetections], ori_shape: Sequence[int],
     docstring)."""
     if fusion not in FUSIONS:
         raise ValueError(f'tta_cfg.fusion={fusion!r}: use one of {FUSIONS}')
-    boxes = torch.cat([v.boxes for v in views])
-    scores = torch.cat([v.scores for v in views])
-    labels = torch.cat([v.labels for v in views])
+    device = views[0].boxes.device
+    # the fusion loops over boxes: cheaper on the CPU than as tiny kernels
+    boxes = torch.cat([v.boxes for v in views]).float().cpu()
+    scores = torch.cat([v.scores for v in views]).float().cpu()
+    labels = torch.cat([v.labels for v in views]).cpu()
     with_masks = all(v.masks is not None for v in views)
     h, w = ori_shape[:2]
     result = InstanceData()
     if len(boxes) == 0:
-        result.bboxes, result.scores, result.labels = boxes, scores, labels
+        result.bboxes, result.scores, result.labels = (
+            boxes.to(device), scores.to(device), labels.to(device))
         if with_masks:
             result.masks = torch.zeros((0, h, w), dtype=torch.bool,
-                                       device=boxes.device)
+                                       device=device)
         return result
     if fusion == 'nms':
         fused, fscores, flabels, members = fuse_nms(boxes, scores, labels,
@@ -242,13 +245,13 @@ def merge_views(views: Sequence[ViewDetections], ori_shape: Sequence[int],
         fused, fscores, flabels, members = fuse_wbf(boxes, scores, labels,
                                                     iou_thr, len(views))
     order = torch.argsort(fscores, descending=True)[:max_per_img]
-    result.bboxes = fused[order]
-    result.scores = fscores[order]
-    result.labels = flabels[order]
+    result.bboxes = fused[order].to(device)
+    result.scores = fscores[order].to(device)
+    result.labels = flabels[order].to(device)
     if with_masks:
         crops = [c for v in views for c in v.masks]
         masks = torch.zeros((len(order), h, w), dtype=torch.bool,
-                            device=boxes.device)
+                            device=device)
         member_scores = scores.tolist()
         for row, k in enumerate(order.tolist()):
             idx = members[k].tolist()
