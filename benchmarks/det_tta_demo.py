@@ -11,7 +11,15 @@ Usage (the numbers in docs/tta.md)::
 
 Each evaluation runs ``tools/test.py`` in its own process, one after the
 other; the 1-minute load average is recorded beside each row (the machine
-is shared). ``--memory`` adds the merge-memory measurement.
+is shared). ``--memory`` adds the merge-memory measurement; ``--data-root``
+evaluates on another demo set, e.g. a larger, independent validation set::
+
+    python -m mmext.datasets.demo --root work_dirs/demo_val64 --seed 1 \
+        --train 1 --val 64
+    python benchmarks/det_tta_demo.py work_dirs/demo_det/epoch_12.pth \
+        --data-root work_dirs/demo_val64/coco \
+        --modes 'single scale' 'TTA, NMS 0.5' 'TTA, WBF 0.55' \
+        --out benchmarks/det_tta_demo_val64.json
 """
 import argparse
 import json
@@ -28,8 +36,11 @@ KEYS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'segm_mAP', 'segm_mAP_50',
 # (name, tools/test.py arguments after CONFIG CKPT)
 MODES = [
     ('single scale', []),
-    ('TTA, NMS 0.5', ['--tta']),
+    ('TTA, NMS 0.5', ['--tta', '--cfg-options',
+                      'tta_model.tta_cfg.fusion=nms',
+                      'tta_model.tta_cfg.iou_thr=0.5']),
     ('TTA, NMS 0.6', ['--tta', '--cfg-options',
+                      'tta_model.tta_cfg.fusion=nms',
                       'tta_model.tta_cfg.iou_thr=0.6']),
     ('TTA, WBF 0.55', ['--tta', '--cfg-options',
                        'tta_model.tta_cfg.fusion=wbf',
@@ -108,14 +119,28 @@ def main():
     parser.add_argument('--out', help='write the results to this .json')
     parser.add_argument('--work-dir', default='work_dirs/det_tta_bench')
     parser.add_argument('--memory', action='store_true')
+    parser.add_argument(
+        '--data-root',
+        help='evaluate on this COCO-format demo set instead (a folder with '
+        'val/ and annotations/instances_val.json)')
+    parser.add_argument('--modes', nargs='+', help='names from MODES')
     args = parser.parse_args()
+    data = []
+    if args.data_root:
+        root = osp.abspath(args.data_root) + '/'
+        data = ['--cfg-options', f'test_dataloader.dataset.data_root={root}',
+                'test_evaluator.ann_file='
+                f'{root}annotations/instances_val.json']
     rows = []
     for name, extra in MODES:
-        row = dict(mode=name, **evaluate(args.config, args.checkpoint, extra,
-                                         args.work_dir))
+        if args.modes and name not in args.modes:
+            continue
+        row = dict(mode=name, **evaluate(args.config, args.checkpoint,
+                                         extra + data, args.work_dir))
         print(json.dumps(row), flush=True)
         rows.append(row)
-    result = dict(config=args.config, checkpoint=args.checkpoint, rows=rows)
+    result = dict(config=args.config, checkpoint=args.checkpoint,
+                  data_root=args.data_root, rows=rows)
     if args.memory:
         result['merge_memory'] = memory()
         print(json.dumps(result['merge_memory']))

@@ -4,7 +4,7 @@ mmdet's ``DetTTAModel`` merges boxes only and drops masks.
 :class:`InstanceSegTTAModel` runs every view of an image (the
 ``TestTimeAug`` pipeline: scales x flips) through the wrapped detector,
 brings each view's detections back to the original, unflipped image frame,
-fuses the boxes of all views (NMS or weighted box fusion), and gives each
+fuses the boxes of all views (weighted box fusion or NMS), and gives each
 fused detection the score-weighted mean of its members' mask probability
 maps, thresholded once at the end.
 
@@ -31,6 +31,8 @@ from mmext.registry import MODELS
 from mmext.utils.config_check import ConfigError
 
 FUSIONS = ('nms', 'wbf')
+# the usual thresholds: mmdet's TTA NMS and the WBF paper's default
+DEFAULT_IOU_THR = dict(nms=0.5, wbf=0.55)
 
 
 # --------------------------------------------------------------------------
@@ -273,15 +275,18 @@ class InstanceSegTTAModel(BaseTTAModel):
         module (dict | nn.Module): the detector (any mmdet detector whose
             ``predict(rescale=True)`` returns boxes, and optionally masks, in
             the original image frame).
-        tta_cfg (dict): ``fusion`` (``'nms'`` or ``'wbf'``), ``iou_thr``,
-            ``max_per_img``, and ``mask_thr_binary`` (default: the
-            detector's ``roi_head.test_cfg.mask_thr_binary``, else 0.5).
+        tta_cfg (dict): ``fusion`` (``'wbf'``, the default, or ``'nms'``;
+            docs/tta.md compares them), ``iou_thr`` (default 0.55 for WBF,
+            0.5 for NMS), ``max_per_img`` (100), and ``mask_thr_binary``
+            (default: the detector's ``roi_head.test_cfg.mask_thr_binary``,
+            else 0.5).
     """
 
     def __init__(self, module, tta_cfg: Optional[dict] = None,
                  data_preprocessor=None):
-        cfg = dict(fusion='nms', iou_thr=0.5, max_per_img=100)
+        cfg = dict(fusion='wbf', max_per_img=100)
         cfg.update(tta_cfg or {})
+        cfg.setdefault('iou_thr', DEFAULT_IOU_THR.get(cfg['fusion']))
         unknown = set(cfg) - {'fusion', 'iou_thr', 'max_per_img',
                               'mask_thr_binary'}
         if unknown:

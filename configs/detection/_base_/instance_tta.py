@@ -3,14 +3,15 @@
 # 640, 720, ..., 960 (the long side capped in proportion to 1333 at 800),
 # each unflipped and flipped. mmext.InstanceSegTTAModel (mmext/engine/tta.py)
 # brings every view's boxes and mask probabilities back to the original
-# image, fuses the boxes with class-wise NMS and averages the masks of each
-# fused detection before thresholding (see docs/tta.md for the choice of NMS
-# over weighted box fusion).
+# image, fuses the boxes by weighted box fusion and averages the masks of
+# each fused detection before thresholding. WBF over NMS: +2.6 box AP at the
+# same mask AP on the demo set (docs/tta.md); fusion='nms' is the other
+# choice.
 tta_short_sides = list(range(640, 961, 80))
 
 tta_model = dict(
     type='mmext.InstanceSegTTAModel',
-    tta_cfg=dict(fusion='nms', iou_thr=0.5, max_per_img=100))
+    tta_cfg=dict(fusion='wbf', iou_thr=0.55, max_per_img=100))
 
 tta_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),
