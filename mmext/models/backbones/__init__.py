@@ -1,6 +1,5 @@
+from .base import BaseBackbone
 from .dualvit import DualViT
+from .elsa_swin import ELSASwin
 
-__all__ = ['DualViT']
-
-from .elsa_swin import ELSASwin  # noqa: E402
-__all__ += ['ELSASwin']
+__all__ = ['BaseBackbone', 'DualViT', 'ELSASwin']
