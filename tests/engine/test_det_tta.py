@@ -18,11 +18,11 @@ from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 
-from det_tta_probe import TTAProbeDetector, write_probe_data
 from mmext.engine import tta as tta_mod
 from mmext.engine.tta import (InstanceSegTTAModel, MaskCrop, apply_tta,
                               average_mask, fuse_nms, fuse_wbf, merge_views)
 from mmext.utils.config_check import ConfigError
+from tests.engine.det_tta_probe import TTAProbeDetector, write_probe_data
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DET_1X = osp.join(REPO, 'configs/detection/dualvit_s_maskrcnn_1x.py')
@@ -148,7 +148,8 @@ def test_tools_test_tta_end_to_end(det_cfg, probe_data, tmp_path,
     root, ann_file = probe_data
     cfg = copy.deepcopy(det_cfg)
     cfg.custom_imports = dict(
-        imports=['mmext.models', 'det_tta_probe'], allow_failed_imports=False)
+        imports=['mmext.models', 'tests.engine.det_tta_probe'],
+        allow_failed_imports=False)
     cfg.model = dict(type='TTAProbeDetector', ann_file=ann_file,
                      data_preprocessor=cfg.model.data_preprocessor)
     cfg.test_dataloader.dataset.update(

@@ -1,9 +1,9 @@
 """Layer-wise lr decay (mmext.LayerDecayOptimWrapperConstructor) switched on
-for the real detection / segmentation configs of every family (tiny archs):
-each trainable parameter is in exactly one param group, the first block, the
-last block, the stem and the heads get the lr of the formula
-``lr * rate ** (num_blocks + 1 - depth)``, and the configs' other paramwise
-options (no weight decay on norms) still apply.
+for the real detection / segmentation configs of every family (the tiny
+archs of tests/families.py): each trainable parameter is in exactly one
+param group, the stem, the first block, the last block and the neck / heads
+get the lr of the formula ``lr * rate ** (num_blocks + 1 - depth)``, and the
+configs' other paramwise options (no weight decay on norms) still apply.
 
 A new family is one more ``Case``."""
 import os.path as osp
@@ -17,60 +17,49 @@ from mmengine.registry import init_default_scope
 
 from mmext.engine.optim import LayerDecayOptimWrapperConstructor
 from mmext.utils.launch import adapt_cfg_to_device
+from tests.families import FAMILIES, Family
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 RATE = 0.75
 HEADS = ('neck.', 'rpn_head.', 'roi_head.', 'decode_head.', 'auxiliary_head.')
+FAMILY = {f.type: f for f in FAMILIES}
 
 
 class Case(NamedTuple):
+    family: Family
     config: str  # under configs/
-    arch: dict  # a tiny arch of the family
-    channels: list  # what the tiny backbone outputs (neck / head input)
     stem: str  # parameter-name prefixes, relative to the backbone
-    first_block: str
-    last_block: str
+    first_block: str = 'stages.0.blocks.0.'
+    last_block: str = 'stages.{last_stage}.blocks.{last_block}.'
 
     @property
-    def num_blocks(self):
-        return sum(self.arch['depths'])
+    def id(self):
+        return f'{self.family.type}-{osp.basename(self.config)}'
 
 
-DUALVIT = dict(stem_width=8, embed_dims=[16, 32, 48, 64],
-               num_heads=[1, 2, 3, 4], mlp_ratios=[2, 2, 2, 2],
-               depths=[1, 1, 2, 1])
-ELSA = dict(embed_dims=8, depths=[1, 1, 1, 2], num_heads=[1, 2, 2, 4],
-            group_width=4)
-
-CASES = {
-    'dualvit-maskrcnn': Case('detection/dualvit_s_maskrcnn_1x.py', DUALVIT,
-                             [16, 32, 48, 64], 'stem.', 'stages.0.blocks.0.',
-                             'stages.3.blocks.0.'),
-    'dualvit-upernet': Case('segmentation/dualvit_s_upernet_ade20k_160k.py',
-                            DUALVIT, [16, 32, 48, 64], 'stem.',
-                            'stages.0.blocks.0.', 'stages.3.blocks.0.'),
-    'elsa_swin-maskrcnn': Case('detection/elsa_swin_t_maskrcnn_1x.py', ELSA,
-                               [8, 16, 32, 64], 'patch_embed.',
-                               'stages.0.blocks.0.', 'stages.3.blocks.1.'),
-}
+CASES = [
+    Case(FAMILY['DualViT'], 'detection/dualvit_s_maskrcnn_1x.py', 'stem.'),
+    Case(FAMILY['DualViT'], 'segmentation/dualvit_s_upernet_ade20k_160k.py',
+         'stem.'),
+    Case(FAMILY['ELSASwin'], 'detection/elsa_swin_t_maskrcnn_1x.py',
+         'patch_embed.'),
+]
 
 
 def _build(case: Case, **paramwise):
     cfg = Config.fromfile(osp.join(REPO, 'configs', case.config))
     scope = cfg.default_scope
     init_default_scope(scope)
-    cfg.model.backbone.update(arch=case.arch, init_cfg=None)
-    if scope == 'mmdet':
-        cfg.model.neck.in_channels = case.channels
-    else:
-        cfg.model.backbone.test_tile_size = None
-        cfg.model.decode_head.update(in_channels=case.channels, channels=16)
-        cfg.model.auxiliary_head.update(in_channels=case.channels[2],
-                                        channels=16)
+    channels = list(case.family.channels)
+    cfg.model.backbone.update(arch=case.family.arch, init_cfg=None)
     if scope == 'mmdet':
         from mmdet.registry import MODELS
+        cfg.model.neck.in_channels = channels
     else:
         from mmseg.registry import MODELS
+        cfg.model.backbone.test_tile_size = None
+        cfg.model.decode_head.update(in_channels=channels, channels=16)
+        cfg.model.auxiliary_head.update(in_channels=channels[2], channels=16)
     import mmext.models  # noqa: F401
     model = MODELS.build(cfg.model)
     adapt_cfg_to_device(cfg)  # AMP -> fp32 on CPU
@@ -81,9 +70,8 @@ def _build(case: Case, **paramwise):
     return cfg, model, build_optim_wrapper(model, cfg.optim_wrapper)
 
 
-@pytest.mark.parametrize('name', list(CASES))
-def test_lr_of_every_parameter_follows_the_depth(name):
-    case = CASES[name]
+@pytest.mark.parametrize('case', CASES, ids=lambda c: c.id)
+def test_lr_of_every_parameter_follows_the_depth(case):
     cfg, model, wrapper = _build(case)
     base_lr = cfg.optim_wrapper.optimizer.lr
     base_wd = cfg.optim_wrapper.optimizer.weight_decay
@@ -97,35 +85,38 @@ def test_lr_of_every_parameter_follows_the_depth(name):
     lr = {n: g['lr'] for g in groups for n in [g['param_name']]}
     wd = {n: g['weight_decay'] for g in groups for n in [g['param_name']]}
     names = [n for n, p in model.named_parameters() if p.requires_grad]
-    n = case.num_blocks
+    depths = model.backbone.depths
+    n = sum(depths)
+    last_block = case.last_block.format(last_stage=len(depths) - 1,
+                                        last_block=depths[-1] - 1)
     checked = dict(stem=0, first=0, last=0, heads=0)
     for name_ in names:
-        rel = name_[len('backbone.'):]
-        if name_.startswith('backbone.' + case.stem):
-            expected, key = base_lr * RATE**(n + 1), 'stem'
-        elif rel.startswith(case.first_block):
-            expected, key = base_lr * RATE**n, 'first'
-        elif rel.startswith(case.last_block):
-            expected, key = base_lr * RATE, 'last'
-        elif name_.startswith(HEADS):
+        if not name_.startswith('backbone.'):
+            assert name_.startswith(HEADS), name_
             expected, key = base_lr, 'heads'
         else:
-            # stage norms / downsampling: some depth in between
-            assert any(lr[name_] == pytest.approx(base_lr * RATE**k)
-                       for k in range(1, n + 1)), name_
-            continue
+            rel = name_[len('backbone.'):]
+            if rel.startswith(case.stem):
+                expected, key = base_lr * RATE**(n + 1), 'stem'
+            elif rel.startswith(case.first_block):
+                expected, key = base_lr * RATE**n, 'first'
+            elif rel.startswith(last_block):
+                expected, key = base_lr * RATE, 'last'
+            else:
+                # stage norms / downsampling: some depth in between
+                assert any(lr[name_] == pytest.approx(base_lr * RATE**k)
+                           for k in range(1, n + 1)), name_
+                continue
         assert lr[name_] == pytest.approx(expected, rel=1e-12), name_
         checked[key] += 1
     assert all(checked.values()), checked
 
     # the config's other paramwise options still hold
     norm_mult = cfg.optim_wrapper.paramwise_cfg.get('norm_decay_mult')
-    block_norm = next(n_ for n_ in names
-                      if n_.startswith('backbone.stages.0.blocks.0.norm'))
-    block_linear = next(n_ for n_ in names
-                        if n_.startswith('backbone.stages.0.blocks.0.')
-                        and n_.endswith('weight')
-                        and '.norm' not in n_)
+    first = 'backbone.' + case.first_block
+    block_norm = next(n_ for n_ in names if n_.startswith(first + 'norm'))
+    block_linear = next(n_ for n_ in names if n_.startswith(first)
+                        and n_.endswith('weight') and '.norm' not in n_)
     assert wd[block_linear] == base_wd
     assert wd[block_norm] == (base_wd if norm_mult is None else
                               base_wd * norm_mult)
