@@ -95,8 +95,9 @@ def _check_known_answer(probe, preds):
         assert len(pred) == len(objs), (iid, len(pred))
         for box, label, mask in objs:
             k = int(torch.nonzero(pred.labels == label)[0])
-            # boxes went through scale factors in float32: ~1e-5 px off
-            assert torch.allclose(pred.bboxes[k], box.float(), atol=1e-3), \
+            # float32 round-off through the scale factors and the WBF mean:
+            # at most 7.6e-6 px measured on these images (< 66 px wide)
+            assert torch.allclose(pred.bboxes[k], box.float(), atol=1e-4), \
                 (iid, label, pred.bboxes[k], box)
             assert pred.masks.dtype == torch.bool
             assert torch.equal(pred.masks[k], mask), (iid, label)
