@@ -1,8 +1,10 @@
 """Process-group initialisation under torchrun and SLURM, for every process
-of a 2-node job: the environment is faked, the process-group creation (and
-the ``scontrol`` call that finds the master node) is captured, nothing is
-started."""
+of a 2-node job: the environment is faked, the process-group creation is
+captured, nothing is started. The shell command that finds the master node
+runs for real, with a stand-in ``scontrol`` that lists the job's nodes."""
 import os
+import stat
+import subprocess
 
 import pytest
 import torch
@@ -41,23 +43,44 @@ class FakeProcessGroup:
         return rank, world
 
 
+SCONTROL = f"""#!/bin/sh
+echo "$*" >> "$SCONTROL_LOG"
+[ "$*" = "show hostname {NODELIST}" ] && printf '{FIRST_NODE}\\ngpu-node08\\n'
+"""
+
+
 @pytest.fixture
-def fake(monkeypatch):
-    """A clean environment and the captured process-group creation."""
-    monkeypatch.setattr(os, 'environ', {'PATH': '/usr/bin'})
+def fake(monkeypatch, tmp_path):
+    """A clean environment, the captured process-group creation and a
+    stand-in ``scontrol`` (its calls logged in ``group.scontrol_log``)."""
+    real_path = os.environ.get('PATH', '/usr/bin:/bin')
+    monkeypatch.setattr(os, 'environ', {'PATH': real_path})
     group = FakeProcessGroup()
     monkeypatch.setattr(torch.distributed, 'init_process_group',
                         group.init_process_group)
     monkeypatch.setattr(launch, 'is_distributed', lambda: False)
     monkeypatch.setattr(launch, 'get_dist_info', group.dist_info)
-    group.scontrol = []
 
-    def getoutput(cmd):
-        group.scontrol.append(cmd)
-        return FIRST_NODE + '\n'  # the command ends in `| head -n1`
+    scontrol = tmp_path / 'scontrol'
+    scontrol.write_text(SCONTROL)
+    scontrol.chmod(scontrol.stat().st_mode | stat.S_IEXEC)
+    group.scontrol_log = tmp_path / 'scontrol.log'
+    group.scontrol_log.write_text('')
+
+    def getoutput(cmd):  # subprocess.getoutput, in the stand-in's PATH
+        env = dict(PATH=f'{tmp_path}:{real_path}',
+                   SCONTROL_LOG=str(group.scontrol_log))
+        out = subprocess.run(cmd, shell=True, env=env, text=True,
+                             stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT).stdout
+        return out[:-1] if out.endswith('\n') else out
 
     monkeypatch.setattr(launch.subprocess, 'getoutput', getoutput)
     return group
+
+
+def _scontrol_calls(group):
+    return group.scontrol_log.read_text().splitlines()
 
 
 def _fake_cuda(monkeypatch, gpus_per_node):
@@ -101,7 +124,7 @@ def test_torchrun_cpu_two_nodes(fake, per_node):
         assert call['env']['MASTER_PORT'] == '29611'
         assert call['env']['LOCAL_RANK'] == str(local)
     assert len(fake.calls) == NODES * per_node
-    assert not fake.scontrol
+    assert not _scontrol_calls(fake)
 
 
 @pytest.mark.parametrize('per_node', [1, 4])
@@ -120,9 +143,8 @@ def test_slurm_cpu_two_nodes(fake, per_node):
         # every process agrees on the first node of the allocation
         assert env['MASTER_ADDR'] == FIRST_NODE
         assert env['MASTER_PORT'] == '29500'
-        assert fake.scontrol[-1].startswith(
-            f'scontrol show hostname {NODELIST}')
-    assert len(fake.scontrol) == NODES * per_node
+    assert _scontrol_calls(fake) == [f'show hostname {NODELIST}'] * (
+        NODES * per_node)
 
 
 def test_slurm_keeps_a_given_master_address_and_port(fake):
@@ -131,13 +153,15 @@ def test_slurm_keeps_a_given_master_address_and_port(fake):
     assert launch.init_distributed('slurm') == (2, 4)
     env = fake.calls[-1]['env']
     assert (env['MASTER_ADDR'], env['MASTER_PORT']) == ('10.9.9.9', '12345')
-    assert not fake.scontrol
+    assert not _scontrol_calls(fake)
 
 
-@pytest.mark.parametrize('per_node', [2, 4])
+# more GPUs than processes on a node, or not a multiple: the device must
+# follow the local rank, not the global one
+@pytest.mark.parametrize('per_node, gpus', [(2, 8), (3, 4)])
 def test_slurm_gpu_two_nodes_picks_the_local_device(fake, monkeypatch,
-                                                    per_node):
-    devices = _fake_cuda(monkeypatch, gpus_per_node=per_node)
+                                                    per_node, gpus):
+    devices = _fake_cuda(monkeypatch, gpus_per_node=gpus)
     for node, local in _procs(per_node):
         os.environ.clear()
         os.environ.update(_slurm_env(node, local, per_node))
