@@ -76,17 +76,22 @@ def stand_in(name, **attrs):
     return module
 
 
-def exec_file(path, name, package):
+def exec_file(path, name, package, replace=()):
     """Run the source file ``path`` as module ``name`` of ``package`` (for
     its relative imports) and return the module: the reference code runs
-    from where it lies, nothing is copied."""
+    from where it lies, nothing is copied. ``replace``: ``(old, new)``
+    pairs of source text (each must occur once) to change a constant."""
     import types
+    with open(path) as f:
+        source = f.read()
+    for old, new in replace:
+        assert source.count(old) == 1, f'{old!r} not found once in {path}'
+        source = source.replace(old, new)
     module = types.ModuleType(name)
     module.__file__ = path
     module.__package__ = package
     sys.modules[name] = module
-    with open(path) as f:
-        exec(compile(f.read(), path, 'exec'), module.__dict__)
+    exec(compile(source, path, 'exec'), module.__dict__)
     return module
 
 
