@@ -116,3 +116,27 @@ def unpack(packed):
     parts = packed['flat'].split(sizes)
     return {n: p.view(s) for n, p, s in
             zip(packed['names'], parts, packed['shapes'])}
+
+
+def param_grads(model):
+    """Every parameter's gradient, by name (each must have one)."""
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    missing = [n for n, g in grads.items() if not g.abs().sum()]
+    assert not missing, f'parameters without gradient: {missing}'
+    return grads
+
+
+def save(golden, out, source):
+    """Write a golden file (noting where it came from) and report its
+    size."""
+    script = osp.basename(sys.argv[0])
+    golden['note'] = f'made by tests/data/{script} from {source}'
+    torch.save(golden, out)
+    print(f'wrote {out} ({osp.getsize(out) / 1024:.0f} KiB)')
+
+
+def cli(main, doc):
+    """``python make_*.py OFFICIAL_DIR OUT``."""
+    if len(sys.argv) != 3:
+        sys.exit(doc)
+    main(*sys.argv[1:3])

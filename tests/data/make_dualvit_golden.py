@@ -129,14 +129,12 @@ def main(official_dir, out):
     x = _inputs(TRAIN_INPUT).requires_grad_()
     train_outputs = det(x)
     golden64.weighted_sum(train_outputs).backward()
-    grads = {n: p.grad.clone() for n, p in det.named_parameters()}
-    missing = [n for n, g in grads.items() if not g.abs().sum()]
-    assert not missing, f'parameters without gradient: {missing}'
+    grads = golden64.param_grads(det)
 
     # fp16 holds the weights exactly; the BN step counters are not needed
     state = {k: v.half() for k, v in full_state.items()
              if v.is_floating_point()}
-    torch.save(
+    golden64.save(
         dict(
             arch=ARCH,
             official_state_dict_fp16=golden64.pack(state),
@@ -147,14 +145,9 @@ def main(official_dir, out):
                        param_grads=golden64.pack(grads)),
             cls=dict(num_classes=NUM_CLASSES, inputs=[EVAL_INPUT, CLS_INPUT],
                      logits=[logits, logits_224]),
-            tiled=dict(tile=TILE, input=TILED_INPUT, outputs=tiled),
-            note='made by tests/data/make_dualvit_golden.py from the '
-                 'official YehLi/ImageNetModel code'),
-        out)
-    print(f'wrote {out} ({osp.getsize(out) / 1024:.0f} KiB)')
+            tiled=dict(tile=TILE, input=TILED_INPUT, outputs=tiled)),
+        out, 'the official YehLi/ImageNetModel code')
 
 
 if __name__ == '__main__':
-    if len(sys.argv) != 3:
-        sys.exit(__doc__)
-    main(*sys.argv[1:3])
+    golden64.cli(main, __doc__)

@@ -22,7 +22,6 @@ import io
 import os.path as osp
 import sys
 
-import torch
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import golden64  # noqa: E402
@@ -77,11 +76,9 @@ def main(official_dir, out):
     x = golden64.smooth_input(**INPUT).double().requires_grad_()
     outputs = model(x)
     golden64.weighted_sum(outputs).backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-    missing = [n for n, g in grads.items() if not g.abs().sum()]
-    assert not missing, f'parameters without gradient: {missing}'
+    grads = golden64.param_grads(model)
 
-    torch.save(
+    golden64.save(
         dict(
             arch=ARCH,
             mlp_ratio=MLP_RATIO,
@@ -90,14 +87,9 @@ def main(official_dir, out):
             input=INPUT,
             outputs=[o.detach().clone() for o in outputs],
             input_grad=x.grad.clone(),
-            param_grads=golden64.pack(grads),
-            note='made by tests/data/make_elsa_swin_golden.py from the '
-                 'official damo-cv/ELSA det/ backbone'),
-        out)
-    print(f'wrote {out} ({osp.getsize(out) / 1024:.0f} KiB)')
+            param_grads=golden64.pack(grads)),
+        out, 'the official damo-cv/ELSA det/ backbone')
 
 
 if __name__ == '__main__':
-    if len(sys.argv) != 3:
-        sys.exit(__doc__)
-    main(*sys.argv[1:3])
+    golden64.cli(main, __doc__)

@@ -74,17 +74,22 @@ class _CallCounter:
 
 
 # -- Dual-ViT -------------------------------------------------------------
+def _load_golden(filename, family, grads):
+    """The golden with the official weights (``official``) and gradients
+    converted to our layout (``state``, ``grads``)."""
+    g = torch.load(osp.join(DATA, filename), weights_only=True)
+    g['official'] = {k: v.double() for k, v in
+                     golden64.unpack(g['official_state_dict_fp16']).items()}
+    convert = get_converter(family).convert
+    g['state'], g['meta'], _ = convert(g['official'], arch=g['arch'])
+    g['grads'] = convert(golden64.unpack(grads(g)), arch=g['arch'])[0]
+    return g
+
+
 @pytest.fixture(scope='module')
 def dualvit_golden():
-    g = torch.load(osp.join(DATA, 'dualvit_golden64.pth'),
-                   weights_only=True)
-    convert = get_converter('dualvit').convert
-    official = {k: v.double() for k, v in
-                golden64.unpack(g['official_state_dict_fp16']).items()}
-    g['state'] = convert(official, arch=g['arch'])[0]
-    g['grads'] = convert(golden64.unpack(g['train']['param_grads']),
-                         arch=g['arch'])[0]
-    return g
+    return _load_golden('dualvit_golden64.pth', 'dualvit',
+                        lambda g: g['train']['param_grads'])
 
 
 def _dualvit(g, **kwargs):
@@ -155,10 +160,8 @@ def test_dualvit_classifier_matches_official_float64(dualvit_golden):
 
     import mmext.models.heads  # noqa: F401  (registers DualViTClsHead)
     g = dualvit_golden
-    official = {k: v.double() for k, v in
-                golden64.unpack(g['official_state_dict_fp16']).items()}
     state, meta, dropped = get_converter('dualvit').convert(
-        official, keep_head=True, arch=g['arch'])
+        g['official'], keep_head=True, arch=g['arch'])
     assert not dropped and meta['num_classes'] == g['cls']['num_classes']
     cfg = meta['model_cfg']
     cfg['backbone']['arch'] = g['arch']  # custom arch: no name in the zoo
@@ -192,15 +195,9 @@ def test_dualvit_tiled_inference_matches_official_float64(dualvit_golden,
 # -- ELSA-Swin ------------------------------------------------------------
 @pytest.fixture(scope='module')
 def elsa_golden():
-    g = torch.load(osp.join(DATA, 'elsa_swin_golden64.pth'),
-                   weights_only=True)
-    convert = get_converter('elsa_swin').convert
-    official = {k: v.double() for k, v in
-                golden64.unpack(g['official_state_dict_fp16']).items()}
-    g['state'], meta, _ = convert(official, arch=g['arch'])
-    assert meta['fresh_out_norms'] == []
-    g['grads'] = convert(golden64.unpack(g['param_grads']),
-                         arch=g['arch'])[0]
+    g = _load_golden('elsa_swin_golden64.pth', 'elsa_swin',
+                     lambda g: g['param_grads'])
+    assert g['meta']['fresh_out_norms'] == []
     return g
 
 

@@ -108,41 +108,44 @@ def _slurm_env(node, local, per_node):
                 SLURM_NNODES=str(NODES), SLURM_NODELIST=NODELIST)
 
 
-@pytest.mark.parametrize('per_node', [1, 3])
-def test_torchrun_cpu_two_nodes(fake, per_node):
+def _every_process(fake, launcher, make_env, per_node):
+    """Initialise each process of the job in turn, check the rank and world
+    size it reports; yield ``(rank, local rank, captured call)``."""
+    world = NODES * per_node
     for node, local in _procs(per_node):
         os.environ.clear()
-        os.environ.update(_torchrun_env(node, local, per_node))
+        os.environ.update(make_env(node, local, per_node))
         rank = node * per_node + local
-        assert launch.init_distributed('pytorch') == (rank,
-                                                      NODES * per_node)
+        assert launch.init_distributed(launcher) == (rank, world)
         call = fake.calls[-1]
+        assert (call['env']['RANK'], call['env']['WORLD_SIZE'],
+                call['env']['LOCAL_RANK']) == (str(rank), str(world),
+                                               str(local))
+        yield rank, local, call
+    assert len(fake.calls) == world
+
+
+@pytest.mark.parametrize('per_node', [1, 3])
+def test_torchrun_cpu_two_nodes(fake, per_node):
+    for rank, _, call in _every_process(fake, 'pytorch', _torchrun_env,
+                                        per_node):
         assert call['backend'] == 'gloo'
         assert (call['rank'], call['world_size']) == (rank, NODES * per_node)
         # the rendezvous address comes from torchrun, untouched
-        assert call['env']['MASTER_ADDR'] == '10.1.2.3'
-        assert call['env']['MASTER_PORT'] == '29611'
-        assert call['env']['LOCAL_RANK'] == str(local)
-    assert len(fake.calls) == NODES * per_node
+        assert (call['env']['MASTER_ADDR'], call['env']['MASTER_PORT']) == \
+            ('10.1.2.3', '29611')
     assert not _scontrol_calls(fake)
 
 
 @pytest.mark.parametrize('per_node', [1, 4])
 def test_slurm_cpu_two_nodes(fake, per_node):
-    for node, local in _procs(per_node):
-        os.environ.clear()
-        os.environ.update(_slurm_env(node, local, per_node))
-        rank = node * per_node + local
-        assert launch.init_distributed('slurm') == (rank, NODES * per_node)
-        call = fake.calls[-1]
+    for rank, _, call in _every_process(fake, 'slurm', _slurm_env,
+                                        per_node):
         assert call['backend'] == 'gloo'
         assert (call['rank'], call['world_size']) == (rank, NODES * per_node)
-        env = call['env']
-        assert (env['RANK'], env['LOCAL_RANK'], env['WORLD_SIZE']) == \
-            (str(rank), str(local), str(NODES * per_node))
         # every process agrees on the first node of the allocation
-        assert env['MASTER_ADDR'] == FIRST_NODE
-        assert env['MASTER_PORT'] == '29500'
+        assert (call['env']['MASTER_ADDR'], call['env']['MASTER_PORT']) == \
+            (FIRST_NODE, '29500')
     assert _scontrol_calls(fake) == [f'show hostname {NODELIST}'] * (
         NODES * per_node)
 
@@ -162,16 +165,10 @@ def test_slurm_keeps_a_given_master_address_and_port(fake):
 def test_slurm_gpu_two_nodes_picks_the_local_device(fake, monkeypatch,
                                                     per_node, gpus):
     devices = _fake_cuda(monkeypatch, gpus_per_node=gpus)
-    for node, local in _procs(per_node):
-        os.environ.clear()
-        os.environ.update(_slurm_env(node, local, per_node))
-        rank = node * per_node + local
-        assert launch.init_distributed('slurm') == (rank, NODES * per_node)
+    for _, local, call in _every_process(fake, 'slurm', _slurm_env,
+                                         per_node):
         assert devices[-1] == local
-        call = fake.calls[-1]
         assert call['backend'] == 'nccl'
-        assert (call['env']['RANK'], call['env']['WORLD_SIZE']) == \
-            (str(rank), str(NODES * per_node))
         assert call['env']['MASTER_ADDR'] == FIRST_NODE
     assert len(devices) == NODES * per_node
 
