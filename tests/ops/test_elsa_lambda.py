@@ -15,9 +15,9 @@ from mmext.models.backbones.elsa_swin import ELSASwin, ELSAttention
 
 DIMS, HEADS, GROUP_WIDTH = 8, 2, 4
 
-# largest errors reached: ~4e-16 (forward) and ~1e-15 (gradients) relative
-# to each tensor's largest value; the bound leaves ~100x headroom
-TOL = 1e-13
+# largest errors reached (relative to each tensor's largest value, 1 and 2
+# threads): 8.7e-16 forward, 6.8e-16 gradients; the bound is ~12x that
+TOL = 1e-14
 
 
 def reference(m, x, lam, gamma, dilation, kernel_size):
