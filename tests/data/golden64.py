@@ -2,7 +2,7 @@
 
 Used by the generators (``make_dualvit_golden.py``,
 ``make_elsa_swin_golden.py``, run with the official code) and by
-``tests/models/test_goldens.py``, so that both sides build the same inputs
+``tests/models/backbones/test_goldens.py``, so that both sides build the same inputs
 and the same scalar loss. No mmext import.
 """
 import math
@@ -11,8 +11,23 @@ import sys
 
 import torch
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from dualvit_golden import max_rel_error, smooth_input  # noqa: E402,F401
+def smooth_input(b, h, w, phase=0.):
+    """Deterministic test image: a few sinusoids per channel."""
+    yy = torch.arange(h, dtype=torch.float64).view(1, 1, h, 1)
+    xx = torch.arange(w, dtype=torch.float64).view(1, 1, 1, w)
+    c = torch.arange(3, dtype=torch.float64).view(1, 3, 1, 1)
+    bb = torch.arange(b, dtype=torch.float64).view(b, 1, 1, 1)
+    img = (torch.sin(0.37 * yy + 0.11 * xx * (c + 1) + bb + phase) +
+           torch.cos(0.05 * xx * yy / (c + 2) - 0.3 * bb) +
+           0.5 * torch.sin(1.7 * xx - 0.9 * yy + c))
+    return img.float()
+
+
+def max_rel_error(actual, expected):
+    """``max |a - e| / max |e|``: elementwise relative errors are meaningless
+    near zero, so errors are measured against the tensor's scale."""
+    return ((actual - expected).abs().max() /
+            expected.abs().max().clamp_min(1e-12)).item()
 
 
 def output_weights(outputs):
@@ -140,3 +155,17 @@ def cli(main, doc):
     if len(sys.argv) != 3:
         sys.exit(doc)
     main(*sys.argv[1:3])
+
+
+def load_golden(filename, family, grads):
+    """The golden with the official weights (``official``) and gradients
+    converted to our layout (``state``, ``grads``)."""
+    g = torch.load(osp.join(osp.dirname(osp.abspath(__file__)), filename),
+                   weights_only=True)
+    g['official'] = {k: v.double() for k, v in
+                     unpack(g['official_state_dict_fp16']).items()}
+    from mmext.converters import get_converter
+    convert = get_converter(family).convert
+    g['state'], g['meta'], _ = convert(g['official'], arch=g['arch'])
+    g['grads'] = convert(unpack(grads(g)), arch=g['arch'])[0]
+    return g

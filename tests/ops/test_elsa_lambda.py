@@ -84,7 +84,8 @@ def test_elsa_attention_options_match_reference(lam, gamma, dilation,
     assert (m.ghost_add is None) == (gamma == 0)
     x = torch.randn(2, 9, 11, DIMS, dtype=torch.float64, requires_grad=True)
 
-    out = m(x)
+    b, h, w, c = x.shape
+    out = m(x.reshape(b, h * w, c), (h, w)).view(b, h, w, c)
     ref = reference(m, x, lam, gamma, dilation, kernel_size)
     assert _rel_err(out, ref) <= TOL
 
@@ -100,7 +101,8 @@ def test_elsa_attention_options_match_reference(lam, gamma, dilation,
 def test_backbone_passes_options_to_every_elsa_block():
     model = ELSASwin(arch=dict(embed_dims=8, depths=[1, 2, 1, 1],
                                num_heads=[1, 2, 2, 2], group_width=4),
-                     lam=2., gamma=0.5, dilation=2, elsa_kernel=5)
+                     elsa_cfg=dict(lam=2., gamma=0.5, dilation=2,
+                                   kernel_size=5))
     attns = [blk.attn for s in model.stages[:-1] for blk in s.blocks]
     assert len(attns) == 4
     for a in attns:

@@ -83,7 +83,7 @@ def _branch_factors(block, branch):
         last_fc.weight.zero_()
         last_fc.bias.fill_(1. if branch == 'ffn' else 0.)
     fill = 1. if branch == 'attn' else 0.
-    block._attn = lambda t, hw: torch.full_like(t, fill)
+    block.attn.forward = lambda t, hw: torch.full_like(t, fill)
     with torch.no_grad():
         out = block(x, (1, 1))
     # one decision per sample, shared by all channels
@@ -96,7 +96,8 @@ def _branch_factors(block, branch):
 def test_elsa_block_drop_path_statistics(branch):
     torch.manual_seed(1)
     drop_prob = 0.3
-    block = ELSABlock(8, 2, group_width=4, drop_path_rate=drop_prob).train()
+    block = ELSABlock(8, 2, attn_cfg=dict(group_width=4),
+                      drop_path_rate=drop_prob).train()
     _check_statistics(_branch_factors(block, branch), drop_prob)
     block.eval()  # no drop path at test time: the branch passes unscaled
     torch.testing.assert_close(_branch_factors(block, branch),

@@ -16,9 +16,6 @@ official segmentation backbone's tiled inference.
 
 Error measure: ``max|ours - official| / max|official|`` per tensor.
 """
-import importlib.util
-import os.path as osp
-
 import pytest
 import torch
 import torch.utils.checkpoint
@@ -29,11 +26,7 @@ from mmext.models.backbones.elsa_swin import ELSASwin
 from mmext.models.layers import ffn as ffn_module
 from mmext.ops import elsa as elsa_op
 
-DATA = osp.join(osp.dirname(__file__), '..', 'data')
-_spec = importlib.util.spec_from_file_location(
-    'golden64', osp.join(DATA, 'golden64.py'))
-golden64 = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(golden64)
+from tests.data import golden64
 
 # Tolerances, from the largest errors reached (torch 2.13, CPU, 1 and 2
 # threads): Dual-ViT forward (eval, train mode with BatchNorm on batch
@@ -75,21 +68,9 @@ class _CallCounter:
 
 
 # -- Dual-ViT -------------------------------------------------------------
-def _load_golden(filename, family, grads):
-    """The golden with the official weights (``official``) and gradients
-    converted to our layout (``state``, ``grads``)."""
-    g = torch.load(osp.join(DATA, filename), weights_only=True)
-    g['official'] = {k: v.double() for k, v in
-                     golden64.unpack(g['official_state_dict_fp16']).items()}
-    convert = get_converter(family).convert
-    g['state'], g['meta'], _ = convert(g['official'], arch=g['arch'])
-    g['grads'] = convert(golden64.unpack(grads(g)), arch=g['arch'])[0]
-    return g
-
-
 @pytest.fixture(scope='module')
 def dualvit_golden():
-    return _load_golden('dualvit_golden64.pth', 'dualvit',
+    return golden64.load_golden('dualvit_golden64.pth', 'dualvit',
                         lambda g: g['train']['param_grads'])
 
 
@@ -196,7 +177,7 @@ def test_dualvit_tiled_inference_matches_official_float64(dualvit_golden,
 # -- ELSA-Swin ------------------------------------------------------------
 @pytest.fixture(scope='module')
 def elsa_golden():
-    g = _load_golden('elsa_swin_golden64.pth', 'elsa_swin',
+    g = golden64.load_golden('elsa_swin_golden64.pth', 'elsa_swin',
                      lambda g: g['param_grads'])
     assert g['meta']['fresh_out_norms'] == []
     return g
@@ -227,7 +208,8 @@ def test_elsa_swin_gradients_match_official(elsa_golden, with_cp,
     official CPU path is an unfold with plain autograd), with and without
     per-block checkpointing."""
     g = elsa_golden
-    model = _elsa(g, with_cp=with_cp, elsa_impl='pytorch').train()
+    model = _elsa(g, with_cp=with_cp,
+                  elsa_cfg=dict(impl='pytorch')).train()
     checkpoint = _CallCounter(torch.utils.checkpoint.checkpoint)
     monkeypatch.setattr(torch.utils.checkpoint, 'checkpoint', checkpoint)
     shift_acc = _CallCounter(elsa_op._ShiftAccumulate.apply)
