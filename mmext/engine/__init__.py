@@ -1,4 +1,6 @@
-"""Runner and hooks (crash-safe checkpoints, CPU-distributed runs)."""
+"""Runner, hooks (crash-safe checkpoints), optimizer-wrapper constructors
+and TTA models."""
+from . import optim, tta  # noqa: F401  (registers the constructor, TTA)
 from .hooks import SafeCheckpointHook
 from .runner import MMExtRunner
 

@@ -29,6 +29,11 @@ from mmengine.runner import Runner
 _AMP_ONLY_KEYS = ('loss_scale', 'dtype', 'use_fsdp')
 
 
+class LaunchError(RuntimeError):
+    """The job was started in a way that cannot work (e.g. a launcher
+    without its environment variables)."""
+
+
 def cuda_available() -> bool:
     return torch.cuda.is_available()
 
@@ -75,8 +80,7 @@ def init_distributed(launcher: str,
                     'MASTER_PORT') if k not in os.environ
     ]
     if missing:
-        from mmext.utils.config_check import ConfigError
-        raise ConfigError(
+        raise LaunchError(
             f'--launcher {launcher} needs the environment variables '
             f'{", ".join(missing)}; start the job with tools/dist_train.sh / '
             'tools/dist_test.sh (torchrun) or tools/slurm_train.sh, or use '
@@ -220,7 +224,7 @@ def _user_error_types():
                                         NotResumableError,
                                         UntrustedCheckpointError)
     from mmext.utils.config_check import ConfigError
-    return (ConfigError, OSError, CorruptCheckpointError,
+    return (ConfigError, OSError, LaunchError, CorruptCheckpointError,
             UntrustedCheckpointError, CheckpointMismatchError,
             NotResumableError)
 
