@@ -271,7 +271,8 @@ def load_pretrained_strict(module: torch.nn.Module,
                            path: str,
                            prefix: Optional[str] = None,
                            map_location='cpu',
-                           unused: Tuple[str, ...] = ()) -> Dict:
+                           unused: Tuple[str, ...] = (),
+                           optional: Tuple[str, ...] = ()) -> Dict:
     """Load pretrained weights into ``module`` only if they fit exactly.
 
     The file is read with :func:`load_checkpoint_file`; its state dict is
@@ -282,8 +283,10 @@ def load_pretrained_strict(module: torch.nn.Module,
     :class:`CheckpointMismatchError` naming the file, e.g. S weights given
     to a B backbone. ``unused``: key prefixes of the file that the module
     leaves out on purpose (e.g. ``('stages.3.', 'norm3.')`` when
-    ``out_indices`` stops early); they are dropped, not reported. Returns
-    the loaded state dict.
+    ``out_indices`` stops early); they are dropped, not reported.
+    ``optional``: key prefixes of the module the file may lack (e.g. output
+    norms, which an ImageNet classifier has not); they keep their
+    initialisation. Returns the loaded state dict.
     """
     checkpoint = load_checkpoint_file(path, map_location=map_location)
     try:
@@ -300,6 +303,12 @@ def load_pretrained_strict(module: torch.nn.Module,
                 'init_cfg or give a checkpoint of the whole model.')
     if unused:
         state = {k: v for k, v in state.items() if not k.startswith(unused)}
+    if optional:
+        own = _unwrap_model(module).state_dict()
+        state = dict(state)
+        for key in own:
+            if key.startswith(optional) and key not in state:
+                state[key] = own[key]
     check_state_dict_fits(
         module, state, f'pretrained weights {path}',
         'Are they made for this architecture (arch, out_indices)? Convert '
