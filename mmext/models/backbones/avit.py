@@ -225,7 +225,7 @@ class AViT(BaseBackbone):
         self.pos_embed = nn.Parameter(
             torch.zeros(1, self.num_extra_tokens + math.prod(self.pos_grid),
                         dims))
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
             HaltingBlock(dims, settings['num_heads'], drop_path_rate=r)
             for r in rates)
