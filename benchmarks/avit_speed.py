@@ -24,7 +24,8 @@ depths spread than when they are uniform).
   implementations of the same blocks).
 * peak memory: each variant in a fresh process through
   ``tools/benchmark.py``'s worker (peak RSS increase during inference).
-* batch 2 with different halting per image: ``padded`` vs ``loop``.
+* batch 2 with different halting per image: ``removal_mode`` 'padded' vs
+  'packed', vs one call per image, vs the masked form.
 """
 import argparse
 import importlib.util
@@ -186,7 +187,8 @@ def measure_shape(shape, depths, rounds, threads, memory):
 
 @torch.inference_mode()
 def measure_batch(shape, depth, rounds):
-    """Batch of 2 images halting differently: padded vs per-image loop."""
+    """Batch of 2 images halting differently: the two removal modes, one
+    call per image, and the masked form."""
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(2))
     x[1] *= 0.3  # a low-contrast second image halts differently
     model = build_avit()
@@ -194,9 +196,11 @@ def measure_batch(shape, depth, rounds):
     model(x)
     per_image = model.halting_state['depth'].mean(1).tolist()
     variants = {}
-    for mode in ('padded', 'loop'):
+    for mode in ('padded', 'packed'):
         m = build_avit(model.gate_center, removal_mode=mode)
         variants[mode] = m
+    variants['one call per image'] = lambda images: torch.cat(
+        [model(image[None])[0] for image in images])
     variants['masked'] = build_avit(model.gate_center, token_removal=False)
     times, _, loads = time_rounds(variants, x, rounds)
     return [

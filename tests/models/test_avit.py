@@ -106,7 +106,7 @@ def test_training_step_matches_official(golden):
         assert max_rel(ours[name].grad, grad) < TOL64, name
 
 
-@pytest.mark.parametrize('removal_mode', ['padded', 'loop'])
+@pytest.mark.parametrize('removal_mode', ['padded', 'packed'])
 def test_inference_matches_official(golden, removal_mode):
     """Token removal, on a batch whose images halt differently."""
     model = golden_model(golden, removal_mode=removal_mode).eval()
@@ -149,7 +149,7 @@ def fp32_model(golden, **kwargs):
 
 @pytest.mark.parametrize('shape', [(2, 3, 48, 80), (1, 3, 97, 131),
                                    (3, 3, 33, 50)])
-@pytest.mark.parametrize('removal_mode', ['padded', 'loop'])
+@pytest.mark.parametrize('removal_mode', ['padded', 'packed'])
 def test_removal_equals_masked(golden, shape, removal_mode):
     torch.manual_seed(shape[2])
     x = torch.randn(shape) * torch.linspace(0.3, 1.2, shape[0])[:, None,
@@ -169,7 +169,7 @@ def test_removal_equals_masked(golden, shape, removal_mode):
         assert max_rel(a, b) < TOL32
 
 
-@pytest.mark.parametrize('removal_mode', ['padded', 'loop'])
+@pytest.mark.parametrize('removal_mode', ['padded', 'packed'])
 def test_batch_with_different_halting(golden, removal_mode):
     """Each image of a batch gives what it gives alone."""
     torch.manual_seed(0)
@@ -219,7 +219,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match='with_cls_token'):
         AViT(arch=TINY, out_type='cls_token', with_cls_token=False)
     with pytest.raises(ValueError, match='removal_mode'):
-        AViT(arch=TINY, removal_mode='packed')
+        AViT(arch=TINY, removal_mode='loop')
     with pytest.raises(ValueError, match='halting_loss'):
         AViT(arch=TINY, halting_loss=dict(ponder=1.))
     with pytest.raises(ValueError, match='divisible'):
