@@ -15,6 +15,7 @@ same scale for every image (1 .. depth).
 import argparse
 import os
 import os.path as osp
+import pickle
 import sys
 import tempfile
 
@@ -100,7 +101,7 @@ def read_image(path, short_side=None):
 @torch.no_grad()
 def depth_map(model, rgb: np.ndarray) -> np.ndarray:
     """Blocks run per patch token, as an ``(H/16, W/16)`` array."""
-    x = torch.from_numpy(rgb).permute(2, 0, 1).float()[None] / 255.
+    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float()[None] / 255.
     mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
     std = torch.tensor(IMAGENET_STD)[:, None, None]
     model((x - mean) / std)
@@ -118,8 +119,10 @@ def render(rgb: np.ndarray, depth: np.ndarray, max_depth: int, alpha: float,
     # each token covers a patch; the grid may overhang the image (padding)
     patch = int(np.ceil(max(h / depth.shape[0], w / depth.shape[1])))
     full = np.kron(depth, np.ones((patch, patch)))[:h, :w]
-    fig, axes = plt.subplots(1, 2, figsize=(2 * w / 100 + 1.5, h / 100 + .6),
-                             dpi=100)
+    scale = max(1., 300 / h)  # small images drawn at least 300 px high
+    fig, axes = plt.subplots(
+        1, 2, figsize=(scale * 2 * w / 100 + 1.5, scale * h / 100 + .6),
+        dpi=100)
     axes[0].imshow(rgb)
     axes[1].imshow(rgb)
     shown = axes[1].imshow(full, cmap='viridis', vmin=1, vmax=max_depth,
@@ -143,6 +146,7 @@ def render(rgb: np.ndarray, depth: np.ndarray, max_depth: int, alpha: float,
 
 
 def main(argv=None) -> int:
+    from mmext.utils.checkpoint import CorruptCheckpointError
     args = parse_args(argv)
     if osp.exists(args.out) and not args.force:
         print(f'error: {args.out} exists; pass --force to overwrite it',
@@ -152,7 +156,8 @@ def main(argv=None) -> int:
         model = load_backbone(args.checkpoint, args.arch, args.gate_scale,
                               args.gate_center)
         rgb = read_image(args.image, args.short_side)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, pickle.UnpicklingError,
+            CorruptCheckpointError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
     depth = depth_map(model, rgb)
