@@ -1,7 +1,10 @@
 #!/usr/bin/env python
 """Convert an official ImageNet checkpoint to mmext's layout.
 
-    python tools/convert_imagenet.py dualvit SRC DST [--keep-head] [--force]
+    python tools/convert_imagenet.py FAMILY SRC DST [--keep-head] [--force]
+                                     [--arch NAME|JSON] [family options]
+
+``python tools/convert_imagenet.py FAMILY --help`` lists a family's options.
 
 SRC may be a bare state dict or one wrapped in ``state_dict``, ``model`` or
 ``state_dict_ema``, with or without ``module.`` prefixes. The variant is
@@ -18,7 +21,7 @@ import json
 import sys
 
 from mmext.converters import (ConversionError, available_converters,
-                              convert_checkpoint)
+                              convert_checkpoint, converter_class)
 from mmext.utils.checkpoint import (CorruptCheckpointError,
                                     UntrustedCheckpointError)
 
@@ -28,17 +31,21 @@ def parse_args(argv=None):
         description=__doc__.split('\n\n')[0],
         epilog=__doc__.split('\n\n', 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('family', choices=available_converters(),
-                        help='model family of the checkpoint')
-    parser.add_argument('src', help='official checkpoint')
-    parser.add_argument('dst', help='converted checkpoint to write')
-    parser.add_argument('--keep-head', action='store_true',
-                        help='keep the classifier (writes an mmpretrain '
-                        'ImageClassifier checkpoint)')
-    parser.add_argument('--force', action='store_true',
-                        help='overwrite DST if it exists')
-    parser.add_argument('--arch', help='architecture when the shapes match '
-                        'no released variant: a name or a JSON dict')
+    families = parser.add_subparsers(dest='family', required=True,
+                                     metavar='FAMILY',
+                                     help=', '.join(available_converters()))
+    for name in available_converters():
+        sub = families.add_parser(name, help=f'official {name} checkpoints')
+        sub.add_argument('src', help='official checkpoint')
+        sub.add_argument('dst', help='converted checkpoint to write')
+        sub.add_argument('--keep-head', action='store_true',
+                         help='keep the classifier (writes an mmpretrain '
+                         'ImageClassifier checkpoint)')
+        sub.add_argument('--force', action='store_true',
+                         help='overwrite DST if it exists')
+        sub.add_argument('--arch', help='architecture when the shapes match '
+                         'no released variant: a name or a JSON dict')
+        converter_class(name).add_arguments(sub)
     return parser.parse_args(argv)
 
 
@@ -47,10 +54,12 @@ def main(argv=None) -> int:
     arch = args.arch
     if arch and arch.lstrip().startswith('{'):
         arch = json.loads(arch)
+    common = ('family', 'src', 'dst', 'keep_head', 'force', 'arch')
+    options = {k: v for k, v in vars(args).items() if k not in common}
     try:
         report = convert_checkpoint(
             args.family, args.src, args.dst, keep_head=args.keep_head,
-            force=args.force, arch=arch, log=print)
+            force=args.force, arch=arch, log=print, **options)
     except (FileExistsError, FileNotFoundError, ConversionError,
             CorruptCheckpointError, UntrustedCheckpointError) as err:
         print(f'error: {err}', file=sys.stderr)

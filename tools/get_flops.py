@@ -15,30 +15,21 @@ and mmext's ELSA filter) are counted; element-wise ops, norms and softmax
 are not. mmdet/mmseg "FLOPs" tables are MAC counts: compare GMACs with them.
 """
 import argparse
-import importlib.util
 import json
 import os
 import os.path as osp
 import sys
 
-
-def _benchmark_module():
-    """tools/benchmark.py, for its model-spec parsing and building."""
-    path = osp.join(osp.dirname(osp.abspath(__file__)), 'benchmark.py')
-    spec = importlib.util.spec_from_file_location('mmext_tools_benchmark',
-                                                  path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from mmext.utils.model_spec import (add_model_arguments, build_model,
+                                    model_cfg, model_name, parse_shape)
 
 
 def main(argv=None):
-    bench = _benchmark_module()
     parser = argparse.ArgumentParser(
         description=__doc__.split('\n\n')[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    bench.add_model_arguments(parser)
-    parser.add_argument('--shape', type=bench._parse_shape,
+    add_model_arguments(parser)
+    parser.add_argument('--shape', type=parse_shape,
                         default='1x3x800x1344', help='input BxCxHxW')
     parser.add_argument('--mode', choices=['eval', 'train'], default='eval',
                         help='module mode while counting (drop path and '
@@ -57,9 +48,9 @@ def main(argv=None):
     import torch
 
     from mmext.utils.complexity import count_macs
-    cfg = None if args.factory else bench._model_cfg(args)
-    name = bench.model_name(args, cfg)
-    model = bench._build_model(dict(cfg=cfg, factory=args.factory))
+    cfg = None if args.factory else model_cfg(args)
+    name = model_name(args, cfg)
+    model = build_model(dict(cfg=cfg, factory=args.factory))
     model.train(args.mode == 'train')
     torch.manual_seed(0)
     x = torch.randn(*args.shape)

@@ -1,51 +1,46 @@
 """Converters from official checkpoints to mmext's layouts.
 
-A *family* (``'dualvit'``, later ``'elsa_swin'``, ...) is a module listed in
-:data:`CONVERTERS` that provides
-
-* ``infer_arch(state_dict, arch=None) -> dict``: the architecture settings
-  read from tensor shapes (``arch`` overrides / completes them),
-* ``convert(state_dict, keep_head=False, arch=None)
-  -> (new_state_dict, meta, dropped_keys)``,
-* ``verify(new_state_dict, meta)``: load the result into the architecture
-  it was made for, raising on any missing/unexpected key or shape mismatch.
-
-:func:`convert_checkpoint` runs a family on a file end to end (what
-``tools/convert_imagenet.py`` calls).
+Each family is a declarative :class:`~mmext.converters.base.Converter`
+registered by name (``tools/convert_imagenet.py NAME``); its module is
+imported on first use. :func:`convert_checkpoint` runs one on a file end to
+end.
 """
 import importlib
-from types import ModuleType
-from typing import Dict, List
+from typing import List
 
-from .core import (ConversionError, convert_checkpoint, load_source,
-                   save_atomic)
+from .base import (CONVERTERS, ConversionError, Converter, Fuse, Rule,
+                   Transform, register_converter)
+from .core import convert_checkpoint, load_source, save_atomic
 
-#: family name -> module implementing it (imported on first use)
-CONVERTERS: Dict[str, str] = {
+#: family name -> module that registers it
+FAMILIES = {
+    'avit': 'mmext.converters.avit',
     'dualvit': 'mmext.converters.dualvit',
     'elsa_swin': 'mmext.converters.elsa_swin',
 }
 
-_API = ('infer_arch', 'convert', 'verify')
-
 
 def available_converters() -> List[str]:
-    return sorted(CONVERTERS)
+    return sorted(FAMILIES)
 
 
-def get_converter(name: str) -> ModuleType:
-    """The converter module of a family, checked to provide the API."""
-    if name not in CONVERTERS:
+def converter_class(name: str) -> type:
+    """The converter class registered as ``name``."""
+    if name not in FAMILIES:
         raise KeyError(f'no converter for {name!r}; available: '
                        f'{available_converters()}')
-    module = importlib.import_module(CONVERTERS[name])
-    missing = [f for f in _API if not callable(getattr(module, f, None))]
-    if missing:
-        raise TypeError(f'converter module {module.__name__} lacks {missing}')
-    return module
+    importlib.import_module(FAMILIES[name])
+    return CONVERTERS[name]
+
+
+def get_converter(name: str, **options) -> Converter:
+    """An instance of the converter registered as ``name``."""
+    return converter_class(name)(**options)
 
 
 __all__ = [
-    'CONVERTERS', 'ConversionError', 'available_converters',
-    'convert_checkpoint', 'get_converter', 'load_source', 'save_atomic'
+    'CONVERTERS', 'FAMILIES', 'ConversionError', 'Converter', 'Fuse', 'Rule',
+    'Transform', 'available_converters', 'convert_checkpoint',
+    'converter_class',
+    'get_converter', 'load_source', 'register_converter', 'save_atomic'
 ]

@@ -8,12 +8,8 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from mmext.utils.checkpoint import load_checkpoint_file, state_dict_from
-
-
-class ConversionError(ValueError):
-    """The source checkpoint cannot be converted (wrong model, unknown
-    keys, shapes that fit no architecture, ...)."""
+from mmext.utils.checkpoint import load_checkpoint_file
+from .base import unwrap
 
 
 def load_source(path: str) -> Dict[str, torch.Tensor]:
@@ -25,14 +21,7 @@ def load_source(path: str) -> Dict[str, torch.Tensor]:
     CorruptCheckpointError`."""
     with torch.serialization.safe_globals([argparse.Namespace]):
         checkpoint = load_checkpoint_file(path, map_location='cpu')
-    try:
-        state = state_dict_from(checkpoint)
-    except ValueError as err:
-        raise ConversionError(f'{path}: {err}') from None
-    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
-        raise ConversionError(f'{path} holds no tensors')
-    return tensors
+    return unwrap(checkpoint, path)
 
 
 def save_atomic(obj, dst: str, force: bool = False) -> None:
@@ -64,7 +53,8 @@ def convert_checkpoint(family: str,
                        keep_head: bool = False,
                        force: bool = False,
                        arch=None,
-                       log: Optional[Callable[[str], None]] = None) -> Dict:
+                       log: Optional[Callable[[str], None]] = None,
+                       **options) -> Dict:
     """Convert ``src`` (an official checkpoint of ``family``) to ``dst``.
 
     Infers the architecture from the tensor shapes (``arch`` overrides),
@@ -75,7 +65,7 @@ def convert_checkpoint(family: str,
     """
     from . import get_converter
     log = log or (lambda msg: None)
-    converter = get_converter(family)
+    converter = get_converter(family, source=src, **options)
     if osp.exists(dst) and not force:  # fail before the (slow) load
         raise FileExistsError(f'{dst} exists; pass --force to overwrite it')
     if osp.abspath(src) == osp.abspath(dst):

@@ -169,3 +169,27 @@ def test_segmentation_settings():
                                             for r in (0.5, 0.75, 1.0, 1.25,
                                                       1.5, 1.75)]
         assert [t.prob for t in aug[1]] == [0., 1.]
+
+
+@pytest.mark.parametrize('name', [
+    'detection/elsa_swin_t_maskrcnn_1x.py',
+    'detection/elsa_swin_s_maskrcnn_3x.py',
+    'detection/elsa_swin_t_cascade_maskrcnn_3x.py',
+    'segmentation/elsa_swin_t_upernet_ade20k_160k.py',
+    'segmentation/elsa_swin_s_upernet_ade20k_160k.py',
+])
+def test_elsa_swin_settings(name):
+    cfg = _cfg(name)
+    assert cfg.model.backbone.type == 'mmext.ELSASwin'
+    assert cfg.model.backbone.init_cfg.type == 'Pretrained'
+    optim = cfg.optim_wrapper.optimizer
+    assert optim.type == 'AdamW'
+    assert cfg.optim_wrapper.paramwise_cfg.norm_decay_mult == 0.
+    if name.startswith('detection'):
+        assert (optim.lr, optim.weight_decay) == (1e-4, 0.05)
+        return
+    assert (optim.lr, optim.weight_decay) == (6e-5, 0.01)
+    ratios = sorted({t.scale[1] / 512 for t in
+                     cfg.tta_pipeline[1].transforms[0]})
+    assert ratios == [0.75, 1.0, 1.25, 1.5, 1.75]
+    assert [t.prob for t in cfg.tta_pipeline[1].transforms[1]] == [0, 1]

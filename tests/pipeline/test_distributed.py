@@ -4,7 +4,7 @@ import json
 import os.path as osp
 import socket
 
-from pipeline_utils import REPO, run, tiny_seg_cfg
+from tests.pipeline.pipeline_utils import REPO, run, tiny_seg_cfg
 
 
 def _free_port():

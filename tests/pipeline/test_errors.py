@@ -1,26 +1,18 @@
 """Bad input stops early with an error that names the problem and the fix."""
-import importlib.util
+import importlib
 import os.path as osp
 
 import pytest
 
-from pipeline_utils import REPO, tiny_seg_cfg, tool
+from tests.pipeline.pipeline_utils import REPO, tiny_seg_cfg, tool
 from mmext.utils.config_check import ConfigError
 
 DET_1X = osp.join(REPO, 'configs/detection/dualvit_s_maskrcnn_1x.py')
 SEG_S = osp.join(REPO, 'configs/segmentation/dualvit_s_upernet_ade20k_160k.py')
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(
-        f'mmext_tool_{name}', osp.join(REPO, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train = _load('train')
-test_tool = _load('test')
+train = importlib.import_module('tools.train')
+test_tool = importlib.import_module('tools.test')
 
 
 def _setup(argv):

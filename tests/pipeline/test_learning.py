@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline_utils import tiny_seg_cfg, tool
+from tests.pipeline.pipeline_utils import tiny_seg_cfg, tool
 from mmext.datasets.demo import SEG_CLASSES, make_demo_data
 
 

@@ -3,7 +3,7 @@ resume and test through the real command-line tools."""
 import json
 import os.path as osp
 
-from pipeline_utils import tiny_det_cfg, tiny_seg_cfg, tool
+from tests.pipeline.pipeline_utils import tiny_det_cfg, tiny_seg_cfg, tool
 
 
 def _metrics(out):

@@ -9,10 +9,10 @@ from collections import defaultdict
 import cv2
 import numpy as np
 import torch
-from pipeline_utils import REPO, tool
+from tests.pipeline.pipeline_utils import REPO, tool
 from mmengine.config import Config
 
-from tta_probe import COMBOS, RATIOS
+from tests.pipeline.tta_probe import COMBOS, RATIOS
 
 NUM_CLASSES = 4
 W, H = 40, 32

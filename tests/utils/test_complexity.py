@@ -1,4 +1,4 @@
-import importlib.util
+import importlib
 import json
 import os.path as osp
 
@@ -110,11 +110,7 @@ def test_dualvit_attention_count_matches_token_counts(size):
 
 
 def _get_flops():
-    path = osp.join(REPO, 'tools', 'get_flops.py')
-    spec = importlib.util.spec_from_file_location('get_flops', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module('tools.get_flops')
 
 
 def test_get_flops_cli(tmp_path, capsys):

@@ -1,8 +1,6 @@
+from .avit import AViT
+from .base import BaseBackbone
 from .dualvit import DualViT
+from .elsa_swin import ELSASwin
 
-__all__ = ['DualViT']
-
-from .elsa_swin import ELSASwin  # noqa: E402
-__all__ += ['ELSASwin']
-from .avit import AViT  # noqa: E402
-__all__ += ['AViT']
+__all__ = ['AViT', 'BaseBackbone', 'DualViT', 'ELSASwin']

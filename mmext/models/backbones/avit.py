@@ -30,9 +30,9 @@ from mmcv.cnn.bricks.transformer import PatchEmbed
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor
 
-from mmext.models.layers import (MLP, SelfAttention, attend,
+from mmext.models.layers import (PreNormBlock, SelfAttention, attend,
                                  maybe_checkpoint, resize_pos_embed,
-                                 scaled_residual, split_heads)
+                                 split_heads)
 from mmext.registry import MODELS
 from .base import BaseBackbone
 
@@ -66,39 +66,35 @@ def halting_prior(depth: int, target_depth: int, std: float = 1.,
     return density * ((1 - buffer) / density[:target_depth].sum())
 
 
-class HaltingBlock(nn.Module):
-    """A DeiT block (pre-norm attention and MLP) that can run the official
-    masked form.
+class HaltingBlock(PreNormBlock):
+    """The DeiT block of :class:`~mmext.models.layers.PreNormBlock` (plain
+    self-attention, 4x GELU FFN) in the three forms A-ViT runs.
 
-    ``forward(x)``: a plain block, ``attn_mask`` (boolean, True for keys
-    that take part) for padded batches. ``forward(x, keep=k)`` with ``k``
-    ``(B, N, 1)`` (1 running, 0 halted): the masked form, halted tokens
-    zeroed around each norm and their keys biased by -1000.
+    * ``forward(x, attn_mask=m)``: the plain block; ``m`` (boolean, True for
+      keys that take part) masks the padding of a padded batch.
+    * ``forward(x, keep=k)``, ``k`` ``(B, N, 1)`` with 1 for running and 0
+      for halted tokens: the official masked form, halted tokens zeroed
+      around each norm and their keys biased by -1000.
+    * :meth:`forward_packed`: the running tokens of several images packed
+      in one sequence.
     """
 
-    def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: int = 4,
+    def __init__(self, embed_dims: int, num_heads: int,
                  drop_path_rate: float = 0.,
                  norm_cfg: dict = dict(type='LN', eps=1e-6)):
-        super().__init__()
-        self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
-        self.attn = SelfAttention(embed_dims, num_heads)
-        self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
-        self.ffn = MLP(embed_dims, embed_dims * mlp_ratio)
-        self.drop_path_rate = drop_path_rate
-
-    def _residual(self, x: Tensor, y: Tensor) -> Tensor:
-        return scaled_residual(x, y, None, self.drop_path_rate, self.training)
+        super().__init__(embed_dims, SelfAttention(embed_dims, num_heads),
+                         dict(mlp_ratio=4), drop_path_rate, norm_cfg)
 
     def forward(self, x: Tensor, keep: Optional[Tensor] = None,
                 attn_mask: Optional[Tensor] = None) -> Tensor:
         if keep is None:
-            x = self._residual(
-                x, self.attn(self.norm1(x), attn_mask=attn_mask))
-            return self._residual(x, self.ffn(self.norm2(x)))
+            x = x + self.drop_path(
+                self.attn(self.norm1(x), attn_mask=attn_mask))
+            return self.ffn(self.norm2(x), identity=x)
         key_bias = (1 - keep).transpose(1, 2).unsqueeze(1) * HALTED_KEY_BIAS
-        x = self._residual(
-            x, self.attn(self.norm1(x * keep) * keep, attn_mask=key_bias))
-        return self._residual(x, self.ffn(self.norm2(x * keep) * keep))
+        x = x + self.drop_path(
+            self.attn(self.norm1(x * keep) * keep, attn_mask=key_bias))
+        return self.ffn(self.norm2(x * keep) * keep, identity=x)
 
     def forward_packed(self, x: Tensor, sizes: Sequence[int]) -> Tensor:
         """The plain block on the tokens of several images packed as
@@ -110,8 +106,8 @@ class HaltingBlock(nn.Module):
             attend(*split_heads(part[None], 3, heads))[0]
             for part in qkv.split(list(sizes)) if len(part)
         ])
-        x = self._residual(x, self.attn.proj(mixed))
-        return self._residual(x, self.ffn(self.norm2(x)))
+        x = x + self.drop_path(self.attn.proj(mixed))
+        return self.ffn(self.norm2(x), identity=x)
 
 
 @MODELS.register_module()
@@ -174,7 +170,7 @@ class AViT(BaseBackbone):
     arch_keys = ('embed_dims', 'depth', 'num_heads', 'patch_size')
     stem_names = ('patch_embed', 'cls_token', 'pos_embed')
     layer_depth_rules = (
-        (r'(patch_embed|cls_token|pos_embed)\b', 'stem'),
+        (r'(patch_embed\.|cls_token$|pos_embed$)', 'stem'),
         (r'blocks\.(?P<stage>\d+)\.', 'block'),
     )
     num_extra_tokens = 1
@@ -269,6 +265,12 @@ class AViT(BaseBackbone):
 
     def stage_modules(self, index: int) -> List[nn.Module]:
         return [self.blocks[index]]
+
+    def match_layer_depth(self, name: str) -> Optional[int]:
+        # the final norm serves every output: the depth of the last block
+        if name.startswith('norm.'):
+            return sum(self.depths)
+        return super().match_layer_depth(name)
 
     def init_from_scratch(self) -> None:
         super().init_from_scratch()

@@ -22,17 +22,16 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
-from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmext.registry import MODELS
-from ..layers import (MLP, BackboneMixin, ConvFFN, SelfAttention, attend,
-                      map_to_tokens, normalize_out_indices, scaled_residual,
-                      split_heads, to_channels_last, tokens_to_map)
+from ..layers import (MLP, ConvFFN, SelfAttention, attend, map_to_tokens,
+                      maybe_checkpoint, scaled_residual, split_heads,
+                      to_channels_last, tokens_to_map)
+from .base import BaseBackbone
 
 # The reference builds block, stage-output and semantic-output norms with
 # eps=1e-6 but leaves every other LayerNorm (stem, downsampling, semantic
@@ -326,9 +325,7 @@ class DualViTStage(nn.Module):
         self.with_cp = with_cp
 
     def _run(self, block, *args):
-        if self.with_cp and self.training and torch.is_grad_enabled():
-            return cp.checkpoint(block, *args, use_reentrant=False)
-        return block(*args)
+        return maybe_checkpoint(block, *args, enabled=self.with_cp)
 
     def forward(self, x: Tensor, hw: Tuple[int, int], sem: Optional[Tensor]):
         if self.downsample is not None:
@@ -357,7 +354,7 @@ class DualViTStage(nn.Module):
 
 
 @MODELS.register_module()
-class DualViT(BackboneMixin, BaseModule):
+class DualViT(BaseBackbone):
     """Dual Vision Transformer backbone.
 
     A reimplementation of the official Dual-ViT with the same weights and
@@ -389,11 +386,9 @@ class DualViT(BackboneMixin, BaseModule):
             ``dict(type='BN', requires_grad=True)``. The reference detector
             froze them (``requires_grad=False``), the segmentor trained them
             as ``SyncBN``.
-        frozen_stages (int): ``-1`` nothing frozen, ``0`` the stem, ``i >= 1``
-            the stem and stages ``0 .. i-1``. Default -1.
-        norm_eval (bool): keep BatchNorm (the stem's) in eval mode while
-            training. Default False.
-        with_cp (bool): gradient checkpointing of every block. Default False.
+        frozen_stages, norm_eval, with_cp: see
+            :class:`~mmext.models.backbones.base.BaseBackbone` (``norm_eval``
+            concerns the stem's BatchNorms).
         test_tile_size (int, optional): in eval mode, inputs larger than
             this are cut into ``test_tile_size`` squares (the last row and
             column aligned to the border), each run separately and the
@@ -418,10 +413,16 @@ class DualViT(BackboneMixin, BaseModule):
     }  # yapf: disable
     arch_keys = ('stem_width', 'embed_dims', 'num_heads', 'mlp_ratios',
                  'depths')
-    num_stages = 4
     num_dual_stages = 2  # stages 0-1 dual, 2-3 merged
-    pre_block_parts = ('downsample', 'semantic_embed')
     out_types = ('featmap', 'tokens')
+    stem_names = ('stem', )
+    layer_depth_rules = (
+        (r'stem\.', 'stem'),
+        (r'stages\.(?P<stage>\d+)\.blocks\.(?P<block>\d+)\.', 'block'),
+        (r'stages\.(?P<stage>\d+)\.(downsample|semantic_embed)\.',
+         'stage_first'),
+        (r'stages\.(?P<stage>\d+)\.', 'stage_last'),
+    )
 
     def __init__(self,
                  arch: Union[str, Dict] = 's',
@@ -436,35 +437,26 @@ class DualViT(BackboneMixin, BaseModule):
                  with_cp: bool = False,
                  test_tile_size: Optional[int] = None,
                  init_cfg: Optional[Dict] = None):
-        super().__init__(init_cfg=init_cfg)
-        self.arch_settings = self.parse_arch(arch)
-        s = self.arch_settings
-        self.embed_dims = list(s['embed_dims'])
-        self.depths = list(s['depths'])
-        self.num_heads = list(s['num_heads'])
-
         if out_type not in self.out_types:
             raise ValueError(f'out_type must be one of {self.out_types}, '
                              f'got {out_type!r}')
-        self.out_type = out_type
         if out_indices is None:
             out_indices = (0, 1, 2, 3) if out_type == 'featmap' else (3, )
-        self.out_indices = normalize_out_indices(out_indices, self.num_stages)
+        super().__init__(arch, out_indices, frozen_stages, norm_eval, with_cp,
+                         init_cfg)
+        s = self.arch_settings
+        self.embed_dims = list(s['embed_dims'])
+        self.num_heads = list(s['num_heads'])
+        self.out_type = out_type
         if out_type == 'tokens' and self.out_indices != (3, ):
             raise ValueError("out_type='tokens' returns the last stage's "
                              'tokens only: leave out_indices unset or use '
                              f'(3,), got {tuple(out_indices)}')
-        if not -1 <= frozen_stages <= self.num_stages:
-            raise ValueError(f'frozen_stages must be in [-1, '
-                             f'{self.num_stages}], got {frozen_stages}')
         if test_tile_size is not None and (out_type == 'tokens'
                                            or test_tile_size < 32):
             raise ValueError('test_tile_size needs out_type="featmap" and a '
                              f'tile of at least 32 pixels, got '
                              f'{test_tile_size} with {out_type!r}')
-        self.frozen_stages = frozen_stages
-        self.norm_eval = norm_eval
-        self.with_cp = with_cp
         self.test_tile_size = test_tile_size
 
         dims = self.embed_dims
@@ -479,35 +471,15 @@ class DualViT(BackboneMixin, BaseModule):
             rates = dpr[sum(self.depths[:i]):sum(self.depths[:i + 1])]
             self.stages.append(
                 self._make_stage(i, rates, layer_scale_init))
-        self._freeze_stages()
+        self.freeze_stages()
 
     # -- construction ------------------------------------------------------
     @classmethod
-    def parse_arch(cls, arch) -> Dict:
-        if isinstance(arch, str):
-            if arch.lower() not in cls.arch_zoo:
-                raise ValueError(
-                    f'unknown DualViT arch {arch!r}: use one of '
-                    f'{sorted(cls.arch_zoo)} or a dict with keys '
-                    f'{list(cls.arch_keys)}')
-            return {k: (list(v) if isinstance(v, list) else v)
-                    for k, v in cls.arch_zoo[arch.lower()].items()}
-        if not isinstance(arch, dict):
-            raise TypeError(f'DualViT arch must be a str or a dict, got '
-                            f'{type(arch).__name__}')
-        missing = [k for k in cls.arch_keys if k not in arch]
-        extra = [k for k in arch if k not in cls.arch_keys]
-        if missing or extra:
-            raise ValueError(f'custom DualViT arch needs exactly the keys '
-                             f'{list(cls.arch_keys)}; missing {missing}, '
-                             f'unexpected {extra}')
-        arch = {k: (list(v) if isinstance(v, (list, tuple)) else v)
-                for k, v in arch.items()}
+    def check_arch(cls, arch: Dict) -> None:
         for k in cls.arch_keys[1:]:
-            if len(arch[k]) != cls.num_stages:
-                raise ValueError(f'DualViT arch[{k!r}] needs '
-                                 f'{cls.num_stages} entries (one per stage), '
-                                 f'got {arch[k]}')
+            if not isinstance(arch[k], list) or len(arch[k]) != 4:
+                raise ValueError(f'DualViT arch[{k!r}] needs 4 entries (one '
+                                 f'per stage), got {arch[k]}')
         for i, (d, h) in enumerate(zip(arch['embed_dims'], arch['num_heads'])):
             if d % h:
                 raise ValueError(f'DualViT arch: stage {i} embed_dims {d} is '
@@ -515,7 +487,6 @@ class DualViT(BackboneMixin, BaseModule):
         if arch['mlp_ratios'][2] <= 1 and arch['depths'][2] > 1:
             raise ValueError('DualViT arch: mlp_ratios[2] must exceed 1 '
                              '(odd blocks of stage 2 use mlp_ratios[2] - 1)')
-        return arch
 
     def _make_stage(self, i: int, rates: List[float],
                     layer_scale_init: float) -> DualViTStage:
@@ -555,25 +526,19 @@ class DualViT(BackboneMixin, BaseModule):
         return DualViTStage(downsample, semantic_embed, blocks, merge, norm,
                             semantic_norm, self.with_cp)
 
-    def init_weights(self):
-        if self.init_cfg is not None:
-            super().init_weights()
-            return
-        # the reference initialisation
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
+    def init_module(self, m: nn.Module) -> None:
+        """The reference initialisation: the base's linear and norm init
+        and He-normal (fan-out) convolutions."""
+        super().init_module(m)
+        if isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * \
+                m.out_channels // m.groups
+            nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
+            if m.bias is not None:
                 nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * \
-                    m.out_channels // m.groups
-                nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+
+    def init_from_scratch(self):
+        super().init_from_scratch()
         trunc_normal_(self.stages[0].semantic_embed.queries, std=.02)
 
     # -- forward -----------------------------------------------------------
@@ -635,9 +600,6 @@ class DualViT(BackboneMixin, BaseModule):
                     x0 = out.shape[3] - fw if c == len(cols) - 1 else c * fw
                     out[:, :, y0:y0 + fh, x0:x0 + fw] = feat
         return tuple(outs)
-
-    def stem_modules(self):
-        return [self.stem]
 
 
 def _tile_starts(size: int, tile: int) -> List[int]:

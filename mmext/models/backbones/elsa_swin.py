@@ -15,19 +15,15 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint as cp
-from mmcv.cnn import build_norm_layer
-from mmcv.cnn.bricks.drop import build_dropout
-from mmcv.cnn.bricks.transformer import FFN, PatchEmbed, PatchMerging
+from mmcv.cnn.bricks.transformer import PatchEmbed, PatchMerging
 from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor
 
-from mmext.models.layers.backbone_mixin import (BackboneMixin,
-                                                normalize_out_indices)
-from mmext.models.layers.window_attention import ShiftWindowMSA
 from mmext.ops import ELSA_IMPLS, elsa_filter
 from mmext.registry import MODELS
+from ..layers import PreNormBlock, SwinBlock
+from .base import BaseBackbone
 
 __all__ = ['ELSASwin', 'ELSAttention', 'ELSABlock', 'SwinBlock']
 
@@ -39,7 +35,7 @@ def elsa_qk_dims(dim: int, group_width: int) -> int:
 
 
 class ELSAttention(BaseModule):
-    """Enhanced local self-attention on a ``(B, H, W, C)`` map.
+    """Enhanced local self-attention on the tokens of an ``H x W`` map.
 
     Args:
         embed_dims (int): channels ``C`` (``dim_v = C``).
@@ -121,11 +117,13 @@ class ELSAttention(BaseModule):
         self.proj = nn.Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop_rate)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``x``: ``(B, H, W, C)``; returns the same shape."""
-        b, h, w, _ = x.shape
+    def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
+        """``x``: ``(B, H * W, C)`` tokens of an ``H x W`` map; returns the
+        same shape."""
+        b, _, c = x.shape
+        h, w = hw_shape
         ks2 = self.kernel_size**2
-        qkv = self.qkv(x.permute(0, 3, 1, 2))
+        qkv = self.qkv(x.view(b, h, w, c).permute(0, 3, 1, 2))
         q, k, v = torch.split(qkv, (self.dim_qk, self.dim_qk, self.embed_dims),
                               dim=1)
         attn = self.attn_gen(q * k * self.scale)
@@ -144,119 +142,25 @@ class ELSAttention(BaseModule):
             dilation=self.dilation,
             impl=self.impl)
         out = self.proj(out.permute(0, 2, 3, 1))
-        return self.proj_drop(out)
+        return self.proj_drop(out).view(b, h * w, c)
 
 
-def _ffn(embed_dims, mlp_ratio, drop_rate, drop_path_rate):
-    return FFN(
-        embed_dims=embed_dims,
-        feedforward_channels=int(embed_dims * mlp_ratio),
-        num_fcs=2,
-        ffn_drop=drop_rate,
-        dropout_layer=dict(type='DropPath', drop_prob=drop_path_rate),
-        act_cfg=dict(type='GELU'),
-        add_identity=True)
-
-
-class _Block(BaseModule):
-    """Pre-norm residual block: ``x + dp(attn(norm1(x)))`` then the FFN."""
-
-    def __init__(self, embed_dims, mlp_ratio, drop_rate, drop_path_rate,
-                 norm_cfg, with_cp, init_cfg):
-        super().__init__(init_cfg=init_cfg)
-        self.with_cp = with_cp
-        self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
-        self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
-        self.drop_path = build_dropout(
-            dict(type='DropPath', drop_prob=drop_path_rate))
-        self.ffn = _ffn(embed_dims, mlp_ratio, drop_rate, drop_path_rate)
-
-    def _attn(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
-        raise NotImplementedError
-
-    def _forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
-        x = x + self.drop_path(self._attn(self.norm1(x), hw_shape))
-        return self.ffn(self.norm2(x), identity=x)
-
-    def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
-        if self.with_cp and x.requires_grad and torch.is_grad_enabled():
-            return cp.checkpoint(
-                self._forward, x, hw_shape, use_reentrant=False)
-        return self._forward(x, hw_shape)
-
-
-class ELSABlock(_Block):
-    """ELSA block on ``(B, H * W, C)`` tokens."""
+class ELSABlock(PreNormBlock):
+    """ELSA block on ``(B, H * W, C)`` tokens; ``attn_cfg`` holds the
+    :class:`ELSAttention` options."""
 
     def __init__(self,
                  embed_dims: int,
                  num_heads: int,
-                 kernel_size: int = 7,
-                 group_width: int = 8,
-                 mlp_ratio: float = 4.,
-                 qkv_bias: bool = True,
-                 lam: float = 0.,
-                 gamma: float = 1.,
-                 dilation: int = 1,
-                 drop_rate: float = 0.,
-                 attn_drop_rate: float = 0.,
-                 drop_path_rate: float = 0.,
-                 norm_cfg: Dict = dict(type='LN'),
-                 impl: str = 'auto',
-                 with_cp: bool = False,
-                 init_cfg=None):
-        super().__init__(embed_dims, mlp_ratio, drop_rate, drop_path_rate,
-                         norm_cfg, with_cp, init_cfg)
-        self.attn = ELSAttention(
-            embed_dims,
-            num_heads,
-            kernel_size=kernel_size,
-            group_width=group_width,
-            dilation=dilation,
-            qkv_bias=qkv_bias,
-            qk_scale=1.,
-            lam=lam,
-            gamma=gamma,
-            attn_drop_rate=attn_drop_rate,
-            proj_drop_rate=drop_rate,
-            impl=impl)
-
-    def _attn(self, x, hw_shape):
-        b, _, c = x.shape
-        return self.attn(x.view(b, *hw_shape, c)).view(b, -1, c)
-
-
-class SwinBlock(_Block):
-    """Swin block ((shifted) window attention) on ``(B, H * W, C)`` tokens."""
-
-    def __init__(self,
-                 embed_dims: int,
-                 num_heads: int,
-                 window_size: int = 7,
-                 shift: bool = False,
-                 mlp_ratio: float = 4.,
-                 qkv_bias: bool = True,
-                 qk_scale: Optional[float] = None,
-                 drop_rate: float = 0.,
-                 attn_drop_rate: float = 0.,
+                 attn_cfg: Optional[dict] = None,
+                 ffn_cfg: Optional[dict] = None,
                  drop_path_rate: float = 0.,
                  norm_cfg: Dict = dict(type='LN'),
                  with_cp: bool = False,
                  init_cfg=None):
-        super().__init__(embed_dims, mlp_ratio, drop_rate, drop_path_rate,
-                         norm_cfg, with_cp, init_cfg)
-        self.attn = ShiftWindowMSA(
-            embed_dims,
-            num_heads,
-            window_size=window_size,
-            shift_size=window_size // 2 if shift else 0,
-            qkv_bias=qkv_bias,
-            qk_scale=qk_scale,
-            attn_drop_rate=attn_drop_rate,
-            proj_drop_rate=drop_rate)
-
-    def _attn(self, x, hw_shape):
-        return self.attn(x, hw_shape)
+        super().__init__(
+            embed_dims, ELSAttention(embed_dims, num_heads, **(attn_cfg or {})),
+            ffn_cfg, drop_path_rate, norm_cfg, with_cp, init_cfg)
 
 
 class ELSASwinStage(BaseModule):
@@ -278,7 +182,7 @@ class ELSASwinStage(BaseModule):
 
 
 @MODELS.register_module()
-class ELSASwin(BackboneMixin, BaseModule):
+class ELSASwin(BaseBackbone):
     """ELSA-Swin backbone.
 
     Args:
@@ -288,29 +192,20 @@ class ELSASwin(BackboneMixin, BaseModule):
         in_channels (int): input channels. Default 3.
         patch_size (int): patch embedding stride. Default 4.
         window_size (int): window of the last (Swin) stage. Default 7.
-        elsa_kernel (int): ELSA neighbourhood size. Default 7.
         mlp_ratio (float): FFN expansion. Default 4.
         qkv_bias (bool): bias in the q/k/v projections. Default True.
         qk_scale (float, optional): scale of the window attention in the last
             stage; defaults to ``head_dim ** -0.5``. (ELSA stages use 1.)
-        lam (float), gamma (float): ghost-head exponents, see
-            :class:`ELSAttention`. Defaults 0 and 1 (the released models).
-        dilation (int): ELSA neighbourhood dilation. Default 1.
+        elsa_cfg (dict, optional): options of :class:`ELSAttention` in the
+            first stages: ``kernel_size`` (7), ``lam`` (0) and ``gamma`` (1)
+            (the ghost head, released models: 0 and 1), ``dilation`` (1),
+            ``impl`` ('auto', 'carafe', 'pytorch').
         drop_rate, attn_drop_rate (float): dropout rates. Default 0.
         drop_path_rate (float): stochastic depth, increasing linearly over
             all blocks from 0. Default 0.1.
-        out_indices (Sequence[int]): stages to output. Default (0, 1, 2, 3).
-        frozen_stages (int): ``-1``: nothing frozen; ``0``: patch embedding;
-            ``i >= 1``: also stages ``0 .. i-1`` and their output norms
-            (kept frozen and in eval mode across ``train()``).
-        norm_eval (bool): keep BatchNorm layers (if any were configured) in
-            eval mode during training. Default False.
+        out_indices, frozen_stages, norm_eval, with_cp, init_cfg: see
+            :class:`~mmext.models.backbones.base.BaseBackbone`.
         norm_cfg (dict): norm of blocks, patch embed/merging and outputs.
-        with_cp (bool): gradient checkpointing per block. Default False.
-        elsa_impl (str): ELSA filter implementation ('auto', 'carafe',
-            'pytorch'). Default 'auto'.
-        init_cfg (dict, optional): e.g. ``dict(type='Pretrained',
-            checkpoint=PATH)`` with a converted checkpoint.
     """
     arch_zoo = {
         **dict.fromkeys(['t', 'tiny'], dict(
@@ -323,20 +218,17 @@ class ELSASwin(BackboneMixin, BaseModule):
             embed_dims=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32],
             group_width=8)),
     }  # yapf: disable
-    _arch_keys = ('embed_dims', 'depths', 'num_heads', 'group_width')
+    arch_keys = ('embed_dims', 'depths', 'num_heads', 'group_width')
 
     def __init__(self,
                  arch: Union[str, Dict] = 't',
                  in_channels: int = 3,
                  patch_size: int = 4,
                  window_size: int = 7,
-                 elsa_kernel: int = 7,
                  mlp_ratio: float = 4.,
                  qkv_bias: bool = True,
                  qk_scale: Optional[float] = None,
-                 lam: float = 0.,
-                 gamma: float = 1.,
-                 dilation: int = 1,
+                 elsa_cfg: Optional[Dict] = None,
                  drop_rate: float = 0.,
                  attn_drop_rate: float = 0.,
                  drop_path_rate: float = 0.1,
@@ -345,33 +237,19 @@ class ELSASwin(BackboneMixin, BaseModule):
                  norm_eval: bool = False,
                  norm_cfg: Dict = dict(type='LN'),
                  with_cp: bool = False,
-                 elsa_impl: str = 'auto',
                  init_cfg=None):
-        super().__init__(init_cfg=init_cfg)
-        self.arch_settings = self._parse_arch(arch)
-        self.embed_dims = self.arch_settings['embed_dims']
-        self.depths = list(self.arch_settings['depths'])
-        self.num_heads = list(self.arch_settings['num_heads'])
-        self.group_width = self.arch_settings['group_width']
-        self.num_stages = len(self.depths)
-        if len(self.num_heads) != self.num_stages:
-            raise ValueError(
-                f'arch: depths {self.depths} and num_heads {self.num_heads} '
-                'must have the same length (one entry per stage)')
-        if self.num_stages < 1:
-            raise ValueError('arch: need at least one stage')
-        if elsa_impl not in ELSA_IMPLS:
-            raise ValueError(
-                f'elsa_impl must be one of {ELSA_IMPLS}, got {elsa_impl!r}')
-        out_indices = normalize_out_indices(out_indices, self.num_stages)
-        if not -1 <= frozen_stages <= self.num_stages:
-            raise ValueError(f'frozen_stages must be in [-1, '
-                             f'{self.num_stages}], got {frozen_stages}')
-        self.out_indices = out_indices
-        self.frozen_stages = frozen_stages
-        self.norm_eval = norm_eval
-        self.with_cp = with_cp
+        super().__init__(arch, out_indices, frozen_stages, norm_eval, with_cp,
+                         init_cfg)
+        s = self.arch_settings
+        self.embed_dims = s['embed_dims']
+        self.num_heads = s['num_heads']
         self.in_channels = in_channels
+        elsa_cfg = self._elsa_cfg(elsa_cfg, s['group_width'], qkv_bias,
+                                  attn_drop_rate, drop_rate)
+        window_cfg = dict(window_size=window_size, qkv_bias=qkv_bias,
+                          qk_scale=qk_scale, attn_drop_rate=attn_drop_rate,
+                          proj_drop_rate=drop_rate)
+        ffn_cfg = dict(mlp_ratio=mlp_ratio, drop_rate=drop_rate)
 
         self.patch_embed = PatchEmbed(
             in_channels=in_channels,
@@ -383,49 +261,27 @@ class ELSASwin(BackboneMixin, BaseModule):
             norm_cfg=norm_cfg)
         self.drop_after_pos = nn.Dropout(p=drop_rate)
 
-        total = sum(self.depths)
-        dpr = torch.linspace(0, drop_path_rate, total, device='cpu').tolist()
+        dpr = torch.linspace(0, drop_path_rate, sum(self.depths),
+                             device='cpu').tolist()
         self.stages = ModuleList()
-        self.num_features = []
-        dims = self.embed_dims
+        self.num_features = [self.embed_dims * 2**i
+                             for i in range(self.num_stages)]
         for i, (depth, heads) in enumerate(zip(self.depths, self.num_heads)):
+            dims = self.num_features[i]
             rates = dpr[sum(self.depths[:i]):sum(self.depths[:i + 1])]
-            last = i == self.num_stages - 1
-            if last:
+            common = dict(norm_cfg=norm_cfg, ffn_cfg=ffn_cfg, with_cp=with_cp)
+            if i == self.num_stages - 1:
                 blocks = [
-                    SwinBlock(
-                        dims,
-                        heads,
-                        window_size=window_size,
-                        shift=j % 2 == 1,
-                        mlp_ratio=mlp_ratio,
-                        qkv_bias=qkv_bias,
-                        qk_scale=qk_scale,
-                        drop_rate=drop_rate,
-                        attn_drop_rate=attn_drop_rate,
-                        drop_path_rate=rates[j],
-                        norm_cfg=norm_cfg,
-                        with_cp=with_cp) for j in range(depth)
+                    SwinBlock(dims, heads, shift=j % 2 == 1,
+                              attn_cfg=window_cfg, drop_path_rate=rates[j],
+                              **common) for j in range(depth)
                 ]
                 downsample = None
             else:
                 blocks = [
-                    ELSABlock(
-                        dims,
-                        heads,
-                        kernel_size=elsa_kernel,
-                        group_width=self.group_width,
-                        mlp_ratio=mlp_ratio,
-                        qkv_bias=qkv_bias,
-                        lam=lam,
-                        gamma=gamma,
-                        dilation=dilation,
-                        drop_rate=drop_rate,
-                        attn_drop_rate=attn_drop_rate,
-                        drop_path_rate=rates[j],
-                        norm_cfg=norm_cfg,
-                        impl=elsa_impl,
-                        with_cp=with_cp) for j in range(depth)
+                    ELSABlock(dims, heads, attn_cfg=elsa_cfg,
+                              drop_path_rate=rates[j], **common)
+                    for j in range(depth)
                 ]
                 downsample = PatchMerging(
                     in_channels=dims,
@@ -436,63 +292,44 @@ class ELSASwin(BackboneMixin, BaseModule):
                     norm_cfg=norm_cfg,
                     bias=False)
             self.stages.append(ELSASwinStage(blocks, downsample))
-            self.num_features.append(dims)
-            if not last:
-                dims *= 2
 
-        self.add_out_norms(self.num_features, self.out_indices, norm_cfg)
-        self._freeze_stages()
+        self.add_out_norms(self.num_features, norm_cfg)
+        self.freeze_stages()
 
-    # ------------------------------------------------------------------
     @classmethod
-    def _parse_arch(cls, arch) -> Dict:
-        if isinstance(arch, str):
-            key = arch.lower()
-            if key not in cls.arch_zoo:
-                raise ValueError(
-                    f'unknown ELSASwin arch {arch!r}; use one of '
-                    f'{sorted(cls.arch_zoo)} or a dict with keys '
-                    f'{list(cls._arch_keys)}')
-            return dict(cls.arch_zoo[key])
-        if isinstance(arch, dict):
-            missing = [k for k in cls._arch_keys if k not in arch]
-            extra = [k for k in arch if k not in cls._arch_keys]
-            if missing or extra:
-                raise ValueError(
-                    f'custom ELSASwin arch must have exactly the keys '
-                    f'{list(cls._arch_keys)}; missing {missing}, '
-                    f'unexpected {extra}')
-            arch = dict(arch)
-            ok = isinstance(arch['embed_dims'], int) and \
-                isinstance(arch['group_width'], int) and \
-                arch['embed_dims'] > 0 and arch['group_width'] > 0
-            for key in ('depths', 'num_heads'):
-                ok = ok and isinstance(arch[key], (list, tuple)) and all(
-                    isinstance(n, int) and n > 0 for n in arch[key])
-            if not ok:
-                raise ValueError(
-                    'custom ELSASwin arch: embed_dims and group_width must be '
-                    'positive ints and depths / num_heads lists of positive '
-                    f'ints (one per stage), got {arch}')
-            arch['depths'] = list(arch['depths'])
-            arch['num_heads'] = list(arch['num_heads'])
-            return arch
-        raise TypeError(f'arch must be a str or a dict, got {type(arch)}')
+    def check_arch(cls, settings: Dict) -> None:
+        ok = all(isinstance(settings[k], int) and settings[k] > 0
+                 for k in ('embed_dims', 'group_width'))
+        for key in ('depths', 'num_heads'):
+            ok = ok and isinstance(settings[key], list) and len(
+                settings[key]) > 0 and all(
+                    isinstance(n, int) and n > 0 for n in settings[key])
+        if not ok:
+            raise ValueError(
+                'custom ELSASwin arch: embed_dims and group_width must be '
+                'positive ints and depths / num_heads non-empty lists of '
+                f'positive ints (one per stage), got {settings}')
+        if len(settings['depths']) != len(settings['num_heads']):
+            raise ValueError(
+                f'ELSASwin arch: depths {settings["depths"]} and num_heads '
+                f'{settings["num_heads"]} must have the same length (one '
+                'entry per stage)')
 
-    def init_weights(self):
-        """Pretrained weights via ``init_cfg``; otherwise truncated-normal
-        linear layers, unit norms and a truncated-normal position table
-        (convolutions keep PyTorch's default init, as officially)."""
-        super().init_weights()
-        if self.init_cfg is None:
-            for m in self.modules():
-                if isinstance(m, nn.Linear):
-                    trunc_normal_(m.weight, std=.02)
-                    if m.bias is not None:
-                        nn.init.constant_(m.bias, 0)
-                elif isinstance(m, nn.LayerNorm):
-                    nn.init.constant_(m.weight, 1.0)
-                    nn.init.constant_(m.bias, 0)
+    @staticmethod
+    def _elsa_cfg(user_cfg, group_width, qkv_bias, attn_drop_rate,
+                  drop_rate) -> Dict:
+        allowed = ('kernel_size', 'lam', 'gamma', 'dilation', 'impl')
+        unknown = sorted(set(user_cfg or {}) - set(allowed))
+        if unknown:
+            raise ValueError(f'ELSASwin elsa_cfg: unknown keys {unknown}; '
+                             f'allowed: {list(allowed)}')
+        cfg = dict(kernel_size=7, lam=0., gamma=1., dilation=1, impl='auto')
+        cfg.update(user_cfg or {})
+        if cfg['impl'] not in ELSA_IMPLS:
+            raise ValueError(f'ELSASwin elsa_cfg impl must be one of '
+                             f'{ELSA_IMPLS}, got {cfg["impl"]!r}')
+        return dict(cfg, group_width=group_width, qkv_bias=qkv_bias,
+                    attn_drop_rate=attn_drop_rate, proj_drop_rate=drop_rate)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -506,8 +343,6 @@ class ELSASwin(BackboneMixin, BaseModule):
         for i, stage in enumerate(self.stages):
             x, next_shape, out, out_shape = stage(x, hw_shape)
             if i in self.out_indices:
-                out = getattr(self, f'norm{i}')(out)
-                out = out.view(-1, *out_shape, self.num_features[i])
-                outs.append(out.permute(0, 3, 1, 2).contiguous())
+                outs.append(self.to_output(i, out, out_shape))
             hw_shape = next_shape
         return tuple(outs)

@@ -151,10 +151,11 @@ class ShiftWindowMSA(BaseModule):
     """Window attention over a token map of any size, optionally shifted.
 
     Args:
-        embed_dims, num_heads, qkv_bias, qk_scale, attn_drop_rate,
-        proj_drop_rate: see :class:`WindowMSA`.
+        embed_dims, num_heads: see :class:`WindowMSA`.
         window_size (int): square window size. Default 7.
         shift_size (int): cyclic shift, ``0 <= shift_size < window_size``.
+        **msa_kwargs: ``qkv_bias``, ``qk_scale``, ``attn_drop_rate``,
+            ``proj_drop_rate`` of :class:`WindowMSA`.
     """
 
     def __init__(self,
@@ -162,25 +163,16 @@ class ShiftWindowMSA(BaseModule):
                  num_heads: int,
                  window_size: int = 7,
                  shift_size: int = 0,
-                 qkv_bias: bool = True,
-                 qk_scale: Optional[float] = None,
-                 attn_drop_rate: float = 0.,
-                 proj_drop_rate: float = 0.,
-                 init_cfg=None):
+                 init_cfg=None,
+                 **msa_kwargs):
         super().__init__(init_cfg=init_cfg)
         if not 0 <= shift_size < window_size:
             raise ValueError(f'shift_size must be in [0, window_size), got '
                              f'{shift_size} with window_size {window_size}')
         self.window_size = window_size
         self.shift_size = shift_size
-        self.w_msa = WindowMSA(
-            embed_dims,
-            num_heads,
-            window_size,
-            qkv_bias=qkv_bias,
-            qk_scale=qk_scale,
-            attn_drop_rate=attn_drop_rate,
-            proj_drop_rate=proj_drop_rate)
+        self.w_msa = WindowMSA(embed_dims, num_heads, window_size,
+                               **msa_kwargs)
 
     def _shift_mask(self, hp: int, wp: int, device) -> Tensor:
         ws, s = self.window_size, self.shift_size

@@ -6,14 +6,15 @@ at depths 1-4, the class token at 2) run through one official training step
 (``engine_act.train_one_epoch``); made by ``tests/data/make_avit_golden.py``.
 """
 import os.path as osp
-import re
 
 import pytest
 import torch
 
+from mmext.converters import get_converter
 from mmext.models.backbones.avit import AViT, halting_prior
 
-GOLDEN = osp.join(osp.dirname(__file__), '..', 'data', 'avit_golden.pth')
+GOLDEN = osp.join(osp.dirname(__file__), '..', '..', 'data',
+                  'avit_golden.pth')
 TINY = dict(embed_dims=48, depth=4, num_heads=3, patch_size=16)
 # float64 against the official float64 run: the largest error measured is
 # 6e-15 (parameter gradients); 1e-12 leaves rounding room and no more
@@ -27,16 +28,12 @@ def max_rel(a, b):
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
-def official_key(key):
-    """Official (timm DeiT) key -> ours (the classifier keeps its name)."""
-    key = key.replace('patch_embed.proj.', 'patch_embed.projection.')
-    key = re.sub(r'\.mlp\.fc1\.', '.ffn.0.', key)
-    return re.sub(r'\.mlp\.fc2\.', '.ffn.2.', key)
-
-
-def official_to_mmext(state):
-    return {official_key(k): v for k, v in state.items()
-            if not k.startswith('head.')}
+def converted(golden, keep_head=False):
+    """The golden official weights through the converter."""
+    converter = get_converter('avit', img_size=golden['img_size'])
+    state, _, _ = converter.convert(golden['state_dict'],
+                                    keep_head=keep_head, arch=golden['arch'])
+    return state
 
 
 @pytest.fixture(scope='module')
@@ -58,14 +55,16 @@ def golden_model(golden, dtype=torch.float64, **kwargs):
             prior_skip_first_image=True))
     cfg.update(kwargs)
     model = AViT(**cfg)
-    model.load_state_dict(official_to_mmext(golden['state_dict']))
+    model.load_state_dict(converted(golden))
     return model.to(dtype)
 
 
 def golden_head(golden, dtype=torch.float64):
-    sd = golden['state_dict']
-    head = torch.nn.Linear(*sd['head.weight'].shape[::-1])
-    head.load_state_dict(dict(weight=sd['head.weight'], bias=sd['head.bias']))
+    head = torch.nn.Linear(golden['arch']['embed_dims'],
+                           golden['num_classes'])
+    state = converted(golden, keep_head=True)
+    head.load_state_dict({k[len('head.layers.head.'):]: v
+                          for k, v in state.items() if k.startswith('head.')})
     return head.to(dtype)
 
 
@@ -99,8 +98,13 @@ def test_training_step_matches_official(golden):
     total.backward()
     assert max_rel(images.grad, golden['grad_images']) < TOL64
     ours = dict(model.named_parameters())
-    ours.update({f'head.{k}': v for k, v in head.named_parameters()})
-    renamed = {official_key(k): v for k, v in golden['grads'].items()}
+    # the official gradients under our names, through the converter's rules
+    renamed = get_converter('avit', img_size=golden['img_size']).convert(
+        golden['grads'], keep_head=True, arch=golden['arch'])[0]
+    renamed = {k[len('backbone.'):] if k.startswith('backbone.') else k: v
+               for k, v in renamed.items()}
+    ours.update({f'head.layers.head.{k}': v
+                 for k, v in head.named_parameters()})
     assert set(renamed) == set(ours)
     for name, grad in renamed.items():
         assert max_rel(ours[name].grad, grad) < TOL64, name

@@ -3,9 +3,9 @@
 # way (tools/benchmark.py: fresh process per measurement, median latency,
 # peak RSS), alternating between the two for ROUNDS rounds and keeping each
 # one's fastest round, since this runs on a shared, busy machine. Results
-# merge into benchmarks/dualvit_cpu.{json,md}.
+# merge into benchmarks/dualvit/cpu.{json,md}.
 #
-#   OFFICIAL_FACTORY=/path/to/factory.py benchmarks/dualvit_cpu.sh
+#   OFFICIAL_FACTORY=/path/to/factory.py benchmarks/dualvit/cpu.sh
 #   ALLOCATORS="default retain" ...   # glibc malloc modes (tools/benchmark.py)
 #
 # OFFICIAL_FACTORY is a file defining dualvit_s() / dualvit_b() that return
@@ -14,9 +14,9 @@
 # without it only mmext is measured. mmext runs with the official detection
 # settings (drop_path_rate 0.15, frozen stem BN) so both do the same work.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
-OUT=${OUT:-benchmarks/dualvit_cpu.json}
+OUT=${OUT:-benchmarks/dualvit/cpu.json}
 ITERS=${ITERS:-2}
 ROUNDS=${ROUNDS:-2}  # alternate mmext / official, keep each one's best round
 ALLOCATORS=${ALLOCATORS:-default}

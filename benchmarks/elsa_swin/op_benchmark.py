@@ -9,8 +9,8 @@ included.
 
 Example (the README numbers)::
 
-    python benchmarks/elsa_op_benchmark.py --shape 1 96 200 336 --heads 3 \
-        --out benchmarks/elsa_op_cpu.json
+    python benchmarks/elsa_swin/op_benchmark.py --shape 1 96 200 336 --heads 3 \
+        --out benchmarks/elsa_swin/op_cpu.json
 """
 import argparse
 import json

@@ -2,8 +2,8 @@
 """Where a backbone's CPU time goes: one profiled inference or training step,
 self CPU time summed per op kind (attention, linear, conv, other).
 
-    python benchmarks/profile_breakdown.py DualViT --arch s --mode train
-    python benchmarks/profile_breakdown.py --factory F.py:dualvit_s --mode infer
+    python tools/profile_breakdown.py DualViT --arch s --mode train
+    python tools/profile_breakdown.py --factory F.py:dualvit_s --mode infer
 
 The model is given as in ``tools/benchmark.py``; one untimed warm-up step
 runs first. Attention counts the fused SDPA kernels and, for code that writes
@@ -11,10 +11,11 @@ attention out, batched matmuls and softmax. The profiler adds some overhead:
 use ``tools/benchmark.py`` for latencies.
 """
 import argparse
-import importlib.util
 import json
-import os.path as osp
 import time
+
+from mmext.utils.model_spec import (add_model_arguments, build_model,
+                                    model_cfg, parse_shape, training_step)
 
 ATTENTION_OPS = ('aten::bmm', 'aten::baddbmm', 'aten::_softmax',
                  'aten::_softmax_backward_data')
@@ -32,16 +33,10 @@ def _kind(op: str) -> str:
 
 
 def main(argv=None):
-    path = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools',
-                    'benchmark.py')
-    spec = importlib.util.spec_from_file_location('mmext_bench', path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    bench.add_model_arguments(parser)
+    add_model_arguments(parser)
     parser.add_argument('--mode', choices=['infer', 'train'], default='infer')
-    parser.add_argument('--shape', type=bench._parse_shape, default=None,
+    parser.add_argument('--shape', type=parse_shape, default=None,
                         help='default 1x3x800x1344 (infer), 2x3x512x512 '
                         '(train)')
     args = parser.parse_args(argv)
@@ -49,11 +44,9 @@ def main(argv=None):
         parser.error('give a model or --factory FILE:FUNCTION')
 
     import torch
-
-    from mmext.utils.complexity import iter_tensors
     torch.manual_seed(0)
-    cfg = None if args.factory else bench._model_cfg(args)
-    model = bench._build_model(dict(cfg=cfg, factory=args.factory))
+    cfg = None if args.factory else model_cfg(args)
+    model = build_model(dict(cfg=cfg, factory=args.factory))
     train = args.mode == 'train'
     model.train(train)
     shape = args.shape or ([2, 3, 512, 512] if train else [1, 3, 800, 1344])
@@ -61,9 +54,7 @@ def main(argv=None):
 
     def step():
         if train:
-            out = model(x)
-            sum(t.float().mean() for t in iter_tensors(out)).backward()
-            model.zero_grad(set_to_none=True)
+            training_step(model, x)
         else:
             with torch.inference_mode():
                 model(x)

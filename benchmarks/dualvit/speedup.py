@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Speed-up and memory ratio of mmext over the official Dual-ViT, per arch,
-mode and allocator, from the records of ``benchmarks/dualvit_cpu.sh``.
+mode and allocator, from the records of ``benchmarks/dualvit/cpu.sh``.
 
-    python benchmarks/dualvit_speedup.py [benchmarks/dualvit_cpu.json]
+    python benchmarks/dualvit/speedup.py [benchmarks/dualvit/cpu.json]
 
 Writes ``dualvit_speedup.md`` next to the JSON and prints it. The issue's
 targets: inference >= 5x and training step >= 3.5x faster, each with at
@@ -48,10 +48,10 @@ def table(records) -> str:
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     path = argv[0] if argv else osp.join(osp.dirname(__file__),
-                                         'dualvit_cpu.json')
+                                         'cpu.json')
     with open(path) as f:
         text = table(json.load(f))
-    out = osp.join(osp.dirname(path), 'dualvit_speedup.md')
+    out = osp.join(osp.dirname(path), 'speedup.md')
     with open(out + '.part', 'w') as f:
         f.write(text)
     os.replace(out + '.part', out)

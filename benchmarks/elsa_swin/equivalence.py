@@ -50,14 +50,15 @@ STUBS = {
 
 TINY_ARCH = dict(
     embed_dims=8, depths=[1, 1, 1, 2], num_heads=[1, 2, 2, 4], group_width=4)
-OFFICIAL_ARCH = {
-    't': dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24],
-              group_width=4),
-    's': dict(embed_dim=96, depths=[2, 2, 18, 2], num_heads=[3, 6, 12, 24],
-              group_width=8),
-    'b': dict(embed_dim=128, depths=[2, 2, 18, 2],
-              num_heads=[4, 8, 16, 32], group_width=8),
-}  # yapf: disable
+
+
+def official_arch(variant: str) -> dict:
+    """The official constructor's arguments of a released variant (the
+    official code calls the width ``embed_dim``)."""
+    from mmext.models.backbones.elsa_swin import ELSASwin
+    arch = ELSASwin.parse_arch(variant)
+    arch['embed_dim'] = arch.pop('embed_dims')
+    return arch
 
 
 def _read(src: str, rel: str) -> str:
@@ -137,9 +138,10 @@ def official_cls(arch: dict, img_size: int, num_classes: int):
 def ours_from(official_sd, arch, keep_head=False):
     """mmext.ELSASwin holding the converted weights (+ the classifier head's
     tensors when ``keep_head``)."""
-    from mmext.converters.elsa_swin import convert
+    from mmext.converters import get_converter
     from mmext.models.backbones.elsa_swin import ELSASwin
-    sd, meta, _ = convert(official_sd, keep_head=keep_head)
+    sd, meta, _ = get_converter('elsa_swin').convert(official_sd,
+                                                     keep_head=keep_head)
     head = None
     if keep_head:
         head = {k[len('head.fc.'):]: v for k, v in sd.items()
@@ -171,7 +173,7 @@ def cmd_compare(args):
     results = []
     sizes = [tuple(s) for s in args.sizes]
     for variant in args.variants:
-        arch = OFFICIAL_ARCH[variant]
+        arch = official_arch(variant)
         off = _quiet(official_det, arch)
         randomize_(off, seed=1)
         ours_arch = dict(arch)
@@ -198,7 +200,7 @@ def cmd_compare(args):
             results.append(row)
     # ImageNet classifier (timm model from cls/), through keep_head.
     if args.cls:
-        arch = OFFICIAL_ARCH['t']
+        arch = official_arch('t')
         img = 448  # stage 4 is 14x14: shifted windows as in the backbone
         cls_model = _quiet(official_cls, arch, img, 1000)
         randomize_(cls_model, seed=2)
@@ -282,7 +284,7 @@ def cmd_golden(args):
                       bias=cls_sd['head.bias']),
         cls_input=dict(seed=cls_seed, size=[448, 448]),
         cls_logits=cls_logits,
-        note=('made by benchmarks/elsa_equivalence.py golden from the '
+        note=('made by benchmarks/elsa_swin/equivalence.py golden from the '
               'official damo-cv/ELSA code (det backbone + cls classifier), '
               'float64, random weights'))
     torch.save(golden, args.out)

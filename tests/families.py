@@ -1,0 +1,45 @@
+"""The contract table: one line per backbone family.
+
+Every family listed here runs the backbone contract test
+(``tests/models/backbones/test_contract.py``) and, with a converter, the
+converter contract test (``tests/converters/test_contract.py``).
+"""
+from typing import NamedTuple, Optional, Tuple
+
+from tests.data.dualvit_golden import TINY as DUALVIT_TINY
+
+
+class Family(NamedTuple):
+    type: str                     #: registry name (scope ``mmext``)
+    arch: dict                    #: a tiny arch (same code path, small dims)
+    channels: Tuple[int, ...]     #: output channels of each stage
+    strides: Tuple[int, ...]      #: output stride of each stage
+    converter: Optional[str] = None
+    kwargs: Optional[dict] = None  #: constructor arguments of the tests
+    min_size: int = 32             #: smallest input side the tests use
+
+    @property
+    def id(self) -> str:
+        return self.type
+
+    def build(self, **kwargs):
+        import mmext.models  # noqa: F401
+        from mmext.registry import MODELS
+        cfg = dict(type=self.type, arch=self.arch, drop_path_rate=0.)
+        cfg.update(self.kwargs or {})
+        cfg.update(kwargs)
+        return MODELS.build(cfg)
+
+
+ELSA_TINY = dict(embed_dims=8, depths=[1, 1, 1, 2], num_heads=[1, 2, 2, 4],
+                 group_width=4)
+
+FAMILIES = [
+    Family('DualViT', DUALVIT_TINY, (8, 16, 24, 32), (4, 8, 16, 32),
+           'dualvit'),
+    Family('ELSASwin', ELSA_TINY, (8, 16, 32, 64), (4, 8, 16, 32),
+           'elsa_swin'),
+    Family('AViT', dict(embed_dims=48, depth=4, num_heads=3, patch_size=16),
+           (48, ) * 4, (16, ) * 4, 'avit',
+           dict(out_indices=(0, 1, 2, 3), gate_center=1.)),  # some halt
+]
