@@ -72,16 +72,20 @@ def load_backbone(path, arch=None, gate_scale=None, gate_center=None):
     if isinstance(arch, str) and arch.lstrip().startswith('{'):
         arch = json.loads(arch)
     arch = arch or meta.get('arch') or meta.get('arch_settings') or 'tiny'
-    gates = dict(
+    kwargs = dict(
+        img_size=meta.get('img_size', 224),
         gate_scale=gate_scale if gate_scale is not None else meta.get(
             'gate_scale', 10.),
         gate_center=gate_center if gate_center is not None else meta.get(
             'gate_center', 30.))
-    model = AViT(arch=arch, **gates)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    model = AViT(arch=arch, **kwargs)
+    try:
+        missing, _ = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        missing = [str(err).splitlines()[-1].strip()]
     if missing:
-        raise ValueError(f'{path} does not fit A-ViT arch {arch!r}: missing '
-                         f'{missing[:3]}... (give --arch)')
+        raise ValueError(f'{path} does not fit A-ViT arch {arch!r}: '
+                         f'{missing[:3]} (give --arch)')
     return model.eval()
 
 

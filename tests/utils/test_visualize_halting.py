@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mmext.converters import convert_checkpoint, get_converter
 from mmext.models.backbones.avit import AViT
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -26,12 +27,12 @@ def files(tmp_path):
     torch.manual_seed(0)
     model = AViT(arch=TINY)
     model.init_weights()
-    ckpt = tmp_path / 'avit.pth'
-    # the layout tools/convert_imagenet.py writes; gate 10/0 halts some
-    # tokens of a random model early
-    torch.save(dict(state_dict=model.state_dict(),
-                    meta=dict(arch=TINY, gate_scale=10., gate_center=0.)),
-               ckpt)
+    official = get_converter('avit').to_official(model.state_dict(), TINY)
+    # a file as the official release names them: gate 10/0 (from the name)
+    # halts some tokens of a random model early
+    src, ckpt = tmp_path / 'tiny-10-0.pth', tmp_path / 'avit.pth'
+    torch.save({'model': official}, src)
+    convert_checkpoint('avit', str(src), str(ckpt), arch=TINY)
     image = tmp_path / 'image.jpg'
     Image.fromarray(
         np.random.default_rng(0).integers(0, 255, (97, 131, 3),
@@ -62,6 +63,9 @@ def test_errors(files, tmp_path, capsys):
     assert tool.main([str(image), str(out), '--checkpoint', str(other),
                       '--force']) == 1
     assert 'no mmext A-ViT weights' in capsys.readouterr().err
+    assert tool.main([str(image), str(out), '--checkpoint', str(ckpt),
+                      '--arch', 'small', '--force']) == 1
+    assert 'does not fit A-ViT arch' in capsys.readouterr().err
     assert tool.main([str(tmp_path / 'none.jpg'), str(out), '--checkpoint',
                       str(ckpt), '--force']) == 1
     assert 'no image' in capsys.readouterr().err
