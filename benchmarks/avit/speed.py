@@ -2,7 +2,7 @@
 """A-ViT-S inference with halted tokens removed vs plain DeiT-S (mmpretrain's
 ``VisionTransformer``) at the same weights; mean token depth in the same run.
 
-    python benchmarks/avit_speed.py --out benchmarks/avit/cpu.json \
+    python benchmarks/avit/speed.py --out benchmarks/avit/cpu.json \
         [--shape 1x3x800x1344 --shape 1x3x512x512] [--depths 10 8 6]
 
 No released A-ViT weights are reachable here, so the weights are random
@@ -23,12 +23,12 @@ depths spread than when they are uniform).
   DeiT-S is reported too (it also includes the differences between the two
   implementations of the same blocks).
 * peak memory: each variant in a fresh process through
-  ``tools/benchmark.py``'s worker (peak RSS increase during inference).
+  ``mmext.utils.benchmarking``'s worker (peak RSS increase during
+  inference).
 * batch 2 with different halting per image: ``removal_mode`` 'padded' vs
   'packed', vs one call per image, vs the masked form.
 """
 import argparse
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -38,16 +38,8 @@ import time
 
 import torch
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 NO_HALT = 1e9  # gate center at which no token halts before the last block
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(
-        name, osp.join(REPO, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def build_avit(gate_center=NO_HALT, **kwargs):
@@ -81,7 +73,7 @@ def build_deit(avit):
 
 
 def factory():
-    """For tools/benchmark.py's worker: the variant named in the
+    """For the benchmarking worker: the variant named in the
     environment (memory is measured one variant per process)."""
     variant = json.loads(os.environ['AVIT_BENCH_VARIANT'])
     avit = build_avit(variant.get('gate_center', NO_HALT),
@@ -126,7 +118,7 @@ def time_rounds(variants, x, rounds):
 
 
 def measure_shape(shape, depths, rounds, threads, memory):
-    bench = load_tool('benchmark')
+    from mmext.utils.benchmarking import measure
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
     small = torch.nn.functional.interpolate(x, scale_factor=0.5,
                                             mode='bilinear')
@@ -175,7 +167,7 @@ def measure_shape(shape, depths, rounds, threads, memory):
                 if 'masked' in rec['name']:
                     variant['kwargs'] = dict(token_removal=False)
             os.environ['AVIT_BENCH_VARIANT'] = json.dumps(variant)
-            mem = bench.measure(
+            mem = measure(
                 dict(factory=f'{osp.abspath(__file__)}:factory',
                      mode='infer', shape=list(shape), device='cpu',
                      warmup=0, iters=1, threads=threads), timeout=3600)
