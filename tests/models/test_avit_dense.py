@@ -8,7 +8,7 @@ import torch
 from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import DefaultScope
 
 from mmext.utils.launch import adapt_cfg_to_device
 
@@ -74,7 +74,6 @@ def test_maskrcnn_loss_step():
     cfg.model.roi_head.mask_head.update(in_channels=32, conv_out_channels=32)
     for extractor in ('bbox_roi_extractor', 'mask_roi_extractor'):
         cfg.model.roi_head[extractor].out_channels = 32
-    init_default_scope('mmdet')
     with DefaultScope.overwrite_default_scope('mmdet'):
         import mmext.models  # noqa: F401
         model = MODELS.build(cfg.model)
@@ -95,7 +94,6 @@ def test_upernet_loss_step():
     cfg.model.neck.update(in_channels=dims, out_channels=dims)
     cfg.model.decode_head.update(in_channels=[dims] * 4, channels=32)
     cfg.model.auxiliary_head.update(in_channels=dims, channels=16)
-    init_default_scope('mmseg')
     with DefaultScope.overwrite_default_scope('mmseg'):
         import mmext.models  # noqa: F401
         model = revert_sync_batchnorm(MODELS.build(cfg.model))
