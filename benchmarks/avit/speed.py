@@ -15,8 +15,9 @@ why, so the figures transfer to trained weights with the same mean depth
 depths spread than when they are uniform).
 
 * latency: one process, every variant built once from the same weights,
-  timed in alternating rounds (``--rounds``, median), torch threads
-  ``--threads``; the load average is recorded beside each figure.
+  one untimed round, then alternating rounds (``--rounds``; median and
+  minimum), torch threads ``--threads``; the load average is recorded
+  beside each figure. Speed-ups are medians of the per-round ratios.
 * ideal speed-up: token-blocks of DeiT / token-blocks A-ViT ran, i.e.
   ``depth / mean depth``; efficiency = measured speed-up over the same
   A-ViT code with no token halting / ideal. The speed-up over mmpretrain's
@@ -103,7 +104,10 @@ def calibrate(model, x, target, lo=-20., hi=80., steps=12):
 
 @torch.inference_mode()
 def time_rounds(variants, x, rounds):
-    """Alternating rounds: every variant once per round."""
+    """One untimed round, then alternating rounds: every variant once per
+    round."""
+    for run in variants.values():
+        run(x)
     times = {name: [] for name in variants}
     depths, loads = {}, []
     for _ in range(rounds):
@@ -115,6 +119,13 @@ def time_rounds(variants, x, rounds):
                 depths[name] = run.halting_state['depth'].mean().item()
         loads.append(os.getloadavg()[0])
     return times, depths, loads
+
+
+def paired_speedup(reference, times):
+    """Median over rounds of ``reference / time`` within each round: the
+    load of a shared machine drifts between rounds much more than within
+    one."""
+    return statistics.median(r / t for r, t in zip(reference, times))
 
 
 def measure_shape(shape, depths, rounds, threads, memory):
@@ -140,14 +151,15 @@ def measure_shape(shape, depths, rounds, threads, memory):
     variants.update({k: m for k, (m, _) in models.items()})
     variants['A-ViT-S masked (official form)'] = masked
     times, depths, loads = time_rounds(variants, x, rounds)
-    t_deit = statistics.median(times['DeiT-S (mmpretrain)'])
-    t_full = statistics.median(times['A-ViT-S removal (no halting)'])
+    t_deit = times['DeiT-S (mmpretrain)']
+    t_full = times['A-ViT-S removal (no halting)']
     records = []
     for name, model in variants.items():
-        t = statistics.median(times[name])
         rec = dict(name=name, shape='x'.join(map(str, shape)),
-                   latency_s=t, times_s=times[name], threads=threads,
-                   load_avg_1min=loads, speedup_vs_deit=t_deit / t)
+                   latency_s=statistics.median(times[name]),
+                   latency_min_s=min(times[name]), times_s=times[name],
+                   threads=threads, load_avg_1min=loads,
+                   speedup_vs_deit=paired_speedup(t_deit, times[name]))
         if name.startswith('A-ViT'):
             depth = depths[name]
             rec.update(mean_depth=depth, gate_center=model.gate_center,
@@ -155,8 +167,10 @@ def measure_shape(shape, depths, rounds, threads, memory):
             if name.startswith('A-ViT-S removal'):
                 # against the same code with every token running, so that
                 # only the removal is measured
-                rec['speedup_vs_no_halting'] = t_full / t
-                rec['efficiency'] = t_full / t / rec['ideal_speedup']
+                rec['speedup_vs_no_halting'] = paired_speedup(
+                    t_full, times[name])
+                rec['efficiency'] = rec['speedup_vs_no_halting'] / rec[
+                    'ideal_speedup']
         records.append(rec)
     if memory:
         for rec in records:
@@ -206,7 +220,8 @@ def measure_batch(shape, depth, rounds):
 
 def markdown(records, errors):
     lines = [
-        '| model | input | mean depth | latency (s) | speed-up vs DeiT-S '
+        '| model | input | mean depth | latency (s, median / min) '
+        '| speed-up vs DeiT-S '
         '| speed-up vs no halting | ideal | efficiency '
         '| peak mem delta (MB) | load (1 min) |',
         '|---|---|---|---|---|---|---|---|---|---|'
@@ -220,7 +235,8 @@ def markdown(records, errors):
         loads = r['load_avg_1min']
         lines.append(
             f"| {r['name']} | {r['shape']} | {depth} | "
-            f"{r['latency_s']:.3f} | {f('speedup_vs_deit', '{:.2f}')} | "
+            f"{r['latency_s']:.3f} / {min(r['times_s']):.3f} | "
+            f"{f('speedup_vs_deit', '{:.2f}')} | "
             f"{f('speedup_vs_no_halting', '{:.2f}')} | "
             f"{f('ideal_speedup', '{:.2f}')} | {f('efficiency', '{:.2f}')} "
             f"| {f('peak_delta_mb', '{:.0f}')} | "
@@ -240,7 +256,7 @@ def main(argv=None):
     parser.add_argument('--depths', type=float, nargs='+',
                         default=[10., 8., 6.],
                         help='target mean depths (of 12)')
-    parser.add_argument('--rounds', type=int, default=3)
+    parser.add_argument('--rounds', type=int, default=5)
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--batch-shape', default='2x3x512x512',
                         help="'' to skip the batch-2 comparison")
