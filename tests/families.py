@@ -6,7 +6,6 @@ converter contract test (``tests/converters/test_contract.py``).
 """
 from typing import NamedTuple, Optional, Tuple
 
-from tests.data.dualvit_golden import TINY as DUALVIT_TINY
 
 
 class Family(NamedTuple):
@@ -31,6 +30,12 @@ class Family(NamedTuple):
         return MODELS.build(cfg)
 
 
+#: distinct widths per stage (catches mix-ups), two blocks in stage 2 (the
+#: odd block uses mlp_ratio - 1) and in stage 3 (a merge block before the
+#: last one)
+DUALVIT_TINY = dict(stem_width=8, embed_dims=[8, 16, 24, 32],
+                    num_heads=[1, 2, 2, 2], mlp_ratios=[2, 2, 3, 2],
+                    depths=[1, 2, 2, 2])
 ELSA_TINY = dict(embed_dims=8, depths=[1, 1, 1, 2], num_heads=[1, 2, 2, 4],
                  group_width=4)
 

@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import mmext  # noqa: E402,F401  (weights_only torch.load for checkpoints)
-from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
+from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 
 from mmext.utils.config_check import (ConfigError, check_cfg_options,  # noqa
@@ -38,7 +38,7 @@ def parse_args(argv=None):
         '--tta',
         action='store_true',
         help='test-time augmentation from the config\'s tta_model / '
-        'tta_pipeline (segmentation: multi-scale + flip mIoU)')
+        'tta_pipeline (multi-scale + flip box/mask AP or mIoU)')
     parser.add_argument(
         '--out',
         help='detection: dump predictions to this .pkl file; segmentation: '
@@ -95,19 +95,6 @@ def _setup_visualization(cfg: Config, args, task: str) -> None:
             cfg.visualizer['save_dir'] = show_dir
 
 
-def _setup_tta(cfg: Config, args, task: str) -> None:
-    if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
-        extra = (' mmdet has no test-time augmentation for instance masks.'
-                 if task == 'mmdet' else '')
-        raise ConfigError(
-            f'--tta: {args.config} defines no tta_model / tta_pipeline.' +
-            extra)
-    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
-    tta_model = ConfigDict(cfg.tta_model)
-    tta_model['module'] = cfg.model
-    cfg.model = tta_model
-
-
 def setup_cfg(args):
     if not osp.isfile(args.config):
         raise FileNotFoundError(f'config file {args.config!r} not found')
@@ -129,7 +116,8 @@ def setup_cfg(args):
     if args.show or args.show_dir:
         _setup_visualization(cfg, args, task)
     if args.tta:
-        _setup_tta(cfg, args, task)
+        from mmext.engine.tta import apply_tta  # registers the TTA models
+        apply_tta(cfg, args.config, task)
     if args.out and task == 'mmseg':
         evaluator = cfg.test_evaluator
         evaluator['output_dir'] = args.out

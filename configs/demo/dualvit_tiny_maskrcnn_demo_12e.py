@@ -65,6 +65,18 @@ test_pipeline = [
         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
                    'scale_factor')),
 ]
+# --tta: the base's views scaled to the demo (0.8, 0.9, ..., 1.2 times the
+# 256 px test scale, as 640..960 around 800), each unflipped and flipped
+tta_sides = [round(img_scale[0] * r) for r in (0.8, 0.9, 1.0, 1.1, 1.2)]
+tta_pipeline = [
+    _base_.tta_pipeline[0],
+    dict(
+        type='TestTimeAug',
+        transforms=[[
+            dict(type='Resize', scale=(s, s), keep_ratio=True)
+            for s in tta_sides
+        ]] + _base_.tta_pipeline[1].transforms[1:]),
+]
 train_dataloader = dict(
     batch_size=4,
     num_workers=1,

@@ -1,0 +1,1 @@
+from . import optim, tta  # noqa: F401  (registers the constructor, TTA)

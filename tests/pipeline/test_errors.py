@@ -103,10 +103,15 @@ def test_test_tool_checks_checkpoint_and_tta(tmp_path, demo_root):
         test_tool.setup_cfg(test_tool.parse_args([SEG_S, 'missing.pth']))
     ckpt = tmp_path / 'x.pth'
     ckpt.write_bytes(b'')
-    with pytest.raises(ConfigError, match='no tta_model'):
+    # an upstream Mask R-CNN config has no TTA; the error names our base
+    no_tta = tmp_path / 'mask_rcnn_no_tta.py'
+    no_tta.write_text(
+        "_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'")
+    with pytest.raises(ConfigError,
+                       match='no tta_model.*_base_/instance_tta.py'):
         test_tool.setup_cfg(
             test_tool.parse_args([
-                DET_1X,
+                str(no_tta),
                 str(ckpt), '--tta', '--work-dir',
                 str(tmp_path)
             ]))
