@@ -6,8 +6,7 @@
 # strides 4-64 RPN and the RoI heads expect (mmdet's standard Mask R-CNN
 # heads). Optimiser as ViTDet's plain-ViT recipe: AdamW 1e-4, weight decay
 # 0.1 (none on norms, position embedding and class token), layer-wise lr
-# decay 0.7 through mmpretrain's constructor, which asks the detector for
-# get_layer_depth (BackboneLossMaskRCNN forwards it to the backbone).
+# decay 0.7 (docs/layer_decay.md).
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     'mmdet::_base_/datasets/coco_instance.py',
@@ -52,7 +51,7 @@ model = dict(
 optim_wrapper = dict(
     type='AmpOptimWrapper',  # tools/train.py falls back to fp32 on CPU
     loss_scale='dynamic',
-    constructor='mmpretrain.LearningRateDecayOptimWrapperConstructor',
+    constructor='mmext.LayerDecayOptimWrapperConstructor',
     optimizer=dict(
         _delete_=True,
         type='AdamW',

@@ -4,7 +4,7 @@
 # feature pyramid (mmseg's DeiT configs use MultiLevelNeck for the same).
 # Optimiser as mmseg's plain-ViT recipe with layer-wise decay (MAE-B UperNet):
 # AdamW 1e-4, weight decay 0.05 (none on norms, position embedding, class
-# token), layer decay 0.65 through mmpretrain's constructor.
+# token), layer decay 0.65 (docs/layer_decay.md).
 _base_ = './_base_/upernet_ade20k_adamw_160k.py'
 
 # made by: python tools/convert_imagenet.py avit <tiny-10-30.pth> <this path>
@@ -37,7 +37,7 @@ model = dict(
     auxiliary_head=dict(in_channels=embed_dims))  # the stride-16 level
 
 optim_wrapper = dict(
-    constructor='mmpretrain.LearningRateDecayOptimWrapperConstructor',
+    constructor='mmext.LayerDecayOptimWrapperConstructor',
     optimizer=dict(lr=1e-4, weight_decay=0.05),
     paramwise_cfg=dict(
         layer_decay_rate=0.65,

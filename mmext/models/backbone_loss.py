@@ -1,5 +1,5 @@
 """Adds a backbone's own loss terms to a detector's or segmentor's."""
-from typing import Dict, Tuple
+from typing import Dict
 
 from torch import Tensor
 
@@ -7,17 +7,11 @@ __all__ = ['BackboneLossMixin']
 
 
 class BackboneLossMixin:
-    """Mix in before an mmdet detector or mmseg segmentor class.
-
-    * ``loss()`` adds ``self.backbone.losses()``: the terms the backbone
-      recorded in the forward just run by the parent's ``loss()``. mmengine
-      sums the keys that contain ``loss`` and only logs the others (A-ViT's
-      ``mean_depth``).
-    * ``get_layer_depth()`` lets mmpretrain's
-      ``LearningRateDecayOptimWrapperConstructor`` (which asks the top-level
-      model) decay the backbone's learning rates by depth; every other
-      parameter counts as the last layer.
-    """
+    """Mix in before an mmdet detector or mmseg segmentor class:
+    ``loss()`` adds ``self.backbone.losses()``, the terms the backbone
+    recorded in the forward just run by the parent's ``loss()``. mmengine
+    sums the keys that contain ``loss`` and only logs the others (A-ViT's
+    ``mean_depth``)."""
 
     def loss(self, inputs: Tensor, data_samples) -> Dict[str, Tensor]:
         losses = super().loss(inputs, data_samples)
@@ -28,6 +22,3 @@ class BackboneLossMixin:
                            f'{type(self).__name__} losses')
         losses.update(extra)
         return losses
-
-    def get_layer_depth(self, param_name: str) -> Tuple[int, int]:
-        return self.backbone.get_layer_depth(param_name, 'backbone.')

@@ -210,7 +210,7 @@ def test_elsa_swin_settings(name):
                                                      ('s', 384, 75.)])
 def test_avit_settings(size, dims, gate_center):
     """Released gates, halting-loss weights, the plain-ViT pyramid and
-    layer-wise lr decay through mmpretrain's constructor."""
+    layer-wise lr decay."""
     for name in (f'detection/avit_{size}_maskrcnn_1x.py',
                  f'segmentation/avit_{size}_upernet_ade20k_160k.py'):
         cfg = _cfg(name)
@@ -225,7 +225,7 @@ def test_avit_settings(size, dims, gate_center):
         assert cfg.model.neck.type == 'mmext.SimpleFeaturePyramid'
         assert cfg.model.neck.in_channels == dims
         assert cfg.optim_wrapper.constructor == \
-            'mmpretrain.LearningRateDecayOptimWrapperConstructor'
+            'mmext.LayerDecayOptimWrapperConstructor'
     assert _cfg(f'detection/avit_{size}_maskrcnn_1x.py').optim_wrapper \
         .paramwise_cfg.layer_decay_rate == 0.7
     seg = _cfg(f'segmentation/avit_{size}_upernet_ade20k_160k.py')
