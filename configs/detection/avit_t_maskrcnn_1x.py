@@ -12,6 +12,7 @@ _base_ = [
     'mmdet::_base_/datasets/coco_instance.py',
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
+    './_base_/instance_tta.py',  # --tta: multi-scale + flip
 ]
 custom_imports = dict(imports=['mmext.models'], allow_failed_imports=False)
 
