@@ -24,7 +24,8 @@ class Family(NamedTuple):
     def build(self, **kwargs):
         import mmext.models  # noqa: F401
         from mmext.registry import MODELS
-        cfg = dict(type=self.type, arch=self.arch, drop_path_rate=0.)
+        cfg = dict(type=f'mmext.{self.type}', arch=self.arch,
+                   drop_path_rate=0.)
         cfg.update(self.kwargs or {})
         cfg.update(kwargs)
         return MODELS.build(cfg)
