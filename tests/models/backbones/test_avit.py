@@ -12,6 +12,7 @@ import torch
 
 from mmext.converters import get_converter
 from mmext.models.backbones.avit import AViT, halting_prior
+from tests.data.golden64 import max_rel_error as max_rel
 
 GOLDEN = osp.join(osp.dirname(__file__), '..', '..', 'data',
                   'avit_golden.pth')
@@ -22,10 +23,6 @@ TOL64 = 1e-12
 # removal vs masked (and batch vs one image) in fp32, max relative error:
 # the issue allows 1e-4; measured here at most 3.8e-7, so 2e-6
 TOL32 = 2e-6
-
-
-def max_rel(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 def converted(golden, keep_head=False):
