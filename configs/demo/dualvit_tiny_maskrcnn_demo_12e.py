@@ -6,7 +6,8 @@
 _base_ = '../detection/dualvit_s_maskrcnn_1x.py'
 custom_imports = dict(imports=['mmext.models'], allow_failed_imports=False)
 
-data_root = 'data/demo/coco/'
+# demo data generated elsewhere: MMEXT_DEMO_DATA=/path (default data/demo)
+data_root = '{{$MMEXT_DEMO_DATA:data/demo}}/coco/'
 metainfo = dict(
     classes=('disc', 'triangle', 'square', 'star'),
     palette=[(220, 20, 60), (0, 160, 60), (30, 80, 230), (230, 190, 0)])
