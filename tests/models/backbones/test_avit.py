@@ -190,6 +190,19 @@ def test_batch_with_different_halting(golden, removal_mode):
     assert max_rel(batch, torch.cat(alone)) < TOL32
 
 
+@pytest.mark.parametrize('removal_mode', ['padded', 'packed'])
+def test_block_on_a_batch_with_a_finished_image(golden, removal_mode):
+    """Image 0 has no running token left while images 1 and 2 go on."""
+    model = fp32_model(golden, removal_mode=removal_mode)
+    block = model.blocks[0]
+    x = torch.randn(5, 48)
+    image = torch.tensor([1, 1, 1, 2, 2])
+    with torch.no_grad():
+        y = model._run_block(block, x, image, 3)
+        alone = torch.cat([block(x[None, :3])[0], block(x[None, 3:])[0]])
+    assert torch.isfinite(y).all() and max_rel(y, alone) < TOL32
+
+
 def test_everything_halts_early(golden):
     """Once no token runs, the remaining blocks are skipped."""
     # h = sigmoid(20) for every token: all halt at block 1
