@@ -45,4 +45,7 @@ FAMILIES = [
            'dualvit'),
     Family('ELSASwin', ELSA_TINY, (8, 16, 32, 64), (4, 8, 16, 32),
            'elsa_swin'),
+    Family('AViT', dict(embed_dims=48, depth=4, num_heads=3, patch_size=16),
+           (48, ) * 4, (16, ) * 4, 'avit',
+           dict(out_indices=(0, 1, 2, 3), gate_center=1.)),  # some halt
 ]

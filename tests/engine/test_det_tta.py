@@ -35,6 +35,7 @@ DET_CONFIGS = [
         'detection/elsa_swin_t_maskrcnn_1x.py',
         'detection/elsa_swin_t_maskrcnn_3x.py',
         'detection/elsa_swin_t_cascade_maskrcnn_3x.py',
+        'detection/avit_t_maskrcnn_1x.py',
         'demo/dualvit_tiny_maskrcnn_demo_12e.py')
 ]
 

@@ -7,7 +7,7 @@ configs' other paramwise options (no weight decay on norms) still apply.
 
 A new family is one more ``Case``."""
 import os.path as osp
-from typing import NamedTuple
+from typing import NamedTuple, Tuple, Union
 
 import pytest
 import torch
@@ -28,7 +28,8 @@ FAMILY = {f.type: f for f in FAMILIES}
 class Case(NamedTuple):
     family: Family
     config: str  # under configs/
-    stem: str  # parameter-name prefixes, relative to the backbone
+    stem: Union[str, Tuple[str, ...]]  # parameter-name prefixes, relative
+    # to the backbone
     first_block: str = 'stages.0.blocks.0.'
     last_block: str = 'stages.{last_stage}.blocks.{last_block}.'
 
@@ -43,6 +44,11 @@ CASES = [
          'stem.'),
     Case(FAMILY['ELSASwin'], 'detection/elsa_swin_t_maskrcnn_1x.py',
          'patch_embed.'),
+] + [
+    Case(FAMILY['AViT'], config, ('patch_embed.', 'cls_token', 'pos_embed'),
+         'blocks.0.', 'blocks.{last_stage}.')
+    for config in ('detection/avit_t_maskrcnn_1x.py',
+                   'segmentation/avit_t_upernet_ade20k_160k.py')
 ]
 
 
@@ -52,12 +58,19 @@ def _build(case: Case, **paramwise):
     init_default_scope(scope)
     channels = list(case.family.channels)
     cfg.model.backbone.update(arch=case.family.arch, init_cfg=None)
+    neck = cfg.model.get('neck') or {}
+    plain_vit = neck.get('type') == 'mmext.SimpleFeaturePyramid'
+    if plain_vit:  # one map; the neck makes the pyramid (channels kept)
+        neck.in_channels = channels[0]
+        channels = [neck.out_channels] * 4
     if scope == 'mmdet':
         from mmdet.registry import MODELS
-        cfg.model.neck.in_channels = channels
+        if not plain_vit:
+            cfg.model.neck.in_channels = channels
     else:
         from mmseg.registry import MODELS
-        cfg.model.backbone.test_tile_size = None
+        if 'test_tile_size' in cfg.model.backbone:
+            cfg.model.backbone.test_tile_size = None
         cfg.model.decode_head.update(in_channels=channels, channels=16)
         cfg.model.auxiliary_head.update(in_channels=channels[2], channels=16)
     import mmext.models  # noqa: F401
