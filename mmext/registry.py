@@ -6,11 +6,22 @@ the first lookup import the modules that register the classes.
 """
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import \
+    OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
 from mmengine.registry import Registry
 
-#: backbones, heads, necks and model wrappers
+#: backbones, heads, necks, model wrappers and test-time-augmentation models
 MODELS = Registry(
-    'model', parent=MMENGINE_MODELS, scope='mmext', locations=['mmext.models'])
+    'model',
+    parent=MMENGINE_MODELS,
+    scope='mmext',
+    locations=['mmext.models', 'mmext.engine.tta'])
+#: optimizer-wrapper constructors (layer-wise lr decay)
+OPTIM_WRAPPER_CONSTRUCTORS = Registry(
+    'optimizer wrapper constructor',
+    parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
+    scope='mmext',
+    locations=['mmext.engine.optim'])
 #: training hooks
 HOOKS = Registry(
     'hook', parent=MMENGINE_HOOKS, scope='mmext', locations=['mmext.engine'])

@@ -6,7 +6,6 @@ converter contract test (``tests/converters/test_contract.py``).
 """
 from typing import NamedTuple, Optional, Tuple
 
-from tests.data.dualvit_golden import TINY as DUALVIT_TINY
 
 
 class Family(NamedTuple):
@@ -25,12 +24,19 @@ class Family(NamedTuple):
     def build(self, **kwargs):
         import mmext.models  # noqa: F401
         from mmext.registry import MODELS
-        cfg = dict(type=self.type, arch=self.arch, drop_path_rate=0.)
+        cfg = dict(type=f'mmext.{self.type}', arch=self.arch,
+                   drop_path_rate=0.)
         cfg.update(self.kwargs or {})
         cfg.update(kwargs)
         return MODELS.build(cfg)
 
 
+#: distinct widths per stage (catches mix-ups), two blocks in stage 2 (the
+#: odd block uses mlp_ratio - 1) and in stage 3 (a merge block before the
+#: last one)
+DUALVIT_TINY = dict(stem_width=8, embed_dims=[8, 16, 24, 32],
+                    num_heads=[1, 2, 2, 2], mlp_ratios=[2, 2, 3, 2],
+                    depths=[1, 2, 2, 2])
 ELSA_TINY = dict(embed_dims=8, depths=[1, 1, 1, 2], num_heads=[1, 2, 2, 4],
                  group_width=4)
 
@@ -43,6 +49,9 @@ FAMILIES = [
            'dualvit'),
     Family('ELSASwin', ELSA_TINY, (8, 16, 32, 64), (4, 8, 16, 32),
            'elsa_swin'),
+    Family('AViT', dict(embed_dims=48, depth=4, num_heads=3, patch_size=16),
+           (48, ) * 4, (16, ) * 4, 'avit',
+           dict(out_indices=(0, 1, 2, 3), gate_center=1.)),  # some halt
     Family('ShuffleSwin', SHUFFLE_SWIN_TINY, (8, 16, 32, 64), (4, 8, 16, 32),
            'shuffle_swin'),
     Family('ShuffleViT', SHUFFLE_VIT_TINY, (32, 32, 32), (8, 8, 8),

@@ -40,11 +40,13 @@ and a markdown table next to it (``--out benchmarks/results.json``).
 """
 import argparse
 import datetime
+import os
 import os.path as osp
 
 from mmext.utils.benchmarking import measure, merge_results
 from mmext.utils.model_spec import (add_model_arguments, model_cfg,
                                     model_name, parse_shape)
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
@@ -81,6 +83,14 @@ def main(argv=None):
         import torch
         if not torch.cuda.is_available():
             parser.error('--device cuda: no CUDA device is available here')
+    if args.out:  # before measuring, so that no measurement is lost
+        out_dir = osp.dirname(osp.abspath(args.out))
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+        except OSError as err:
+            parser.error(f'--out {args.out}: cannot make {out_dir} ({err})')
+        if not os.access(out_dir, os.W_OK):
+            parser.error(f'--out {args.out}: {out_dir} is not writable')
     cfg = None if args.factory else model_cfg(args)
     name = model_name(args, cfg)
     modes = ['infer', 'train'] if args.mode == 'both' else [args.mode]
@@ -91,7 +101,12 @@ def main(argv=None):
                     device=args.device, threads=args.threads,
                     allocator=args.allocator, warmup=args.warmup,
                     iters=args.iters)
-        result = measure(spec, args.timeout)
+        try:
+            result = measure(spec, args.timeout)
+        except RuntimeError as err:  # the worker's last line says why
+            last = (str(err).strip().splitlines() or [''])[-1]
+            raise SystemExit(f'error: {name} ({mode}): {last} (in the '
+                             'measuring worker)')
         record = dict(
             name=name, mode=mode, shape='x'.join(map(str, shape)),
             device=args.device, allocator=args.allocator,

@@ -18,12 +18,13 @@ and never over an existing file unless ``--force``.
 """
 import argparse
 import json
+import os.path as osp
 import sys
 
 from mmext.converters import (ConversionError, available_converters,
                               convert_checkpoint, converter_class)
-from mmext.utils.checkpoint import (CorruptCheckpointError,
-                                    UntrustedCheckpointError)
+from mmext.utils.config_check import check_output_path
+from mmext.utils.launch import user_errors
 
 
 def parse_args(argv=None):
@@ -45,25 +46,36 @@ def parse_args(argv=None):
                          help='overwrite DST if it exists')
         sub.add_argument('--arch', help='architecture when the shapes match '
                          'no released variant: a name or a JSON dict')
+        sub.add_argument('--debug', action='store_true',
+                         help='show the full traceback of an error')
         converter_class(name).add_arguments(sub)
     return parser.parse_args(argv)
 
 
+def _parse_arch(text):
+    if not text or not text.lstrip().startswith('{'):
+        return text
+    try:
+        arch = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConversionError(
+            f'--arch {text!r} is not valid JSON ({err.msg} at character '
+            f'{err.pos}); write it like \'{{"embed_dims": [64, 128, 320, '
+            '448], ...}\' with double quotes, or give an arch name') from None
+    if not isinstance(arch, dict):
+        raise ConversionError(f'--arch {text!r} is not a JSON object')
+    return arch
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    arch = args.arch
-    if arch and arch.lstrip().startswith('{'):
-        arch = json.loads(arch)
-    common = ('family', 'src', 'dst', 'keep_head', 'force', 'arch')
-    options = {k: v for k, v in vars(args).items() if k not in common}
     try:
-        report = convert_checkpoint(
-            args.family, args.src, args.dst, keep_head=args.keep_head,
-            force=args.force, arch=arch, log=print, **options)
-    except (FileExistsError, FileNotFoundError, ConversionError,
-            CorruptCheckpointError, UntrustedCheckpointError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+        # one line on stderr per failure (the traceback with --debug)
+        with user_errors('convert_imagenet.py', debug=args.debug,
+                         extra=(ConversionError, )):
+            report = _convert(args)
+    except SystemExit as failed:
+        return failed.code
     if report.get('model_cfg'):
         print('model config for mmpretrain (load_from=DST):')
         print(json.dumps(report['model_cfg'], indent=2))
@@ -72,6 +84,23 @@ def main(argv=None) -> int:
               f"checkpoint='{args.dst}') on the backbone "
               f"(arch={report['arch'] or report['arch_settings']!r})")
     return 0
+
+
+def _convert(args) -> dict:
+    arch = _parse_arch(args.arch)
+    # fail before the (slow) load, not after it
+    if osp.exists(args.dst) and not args.force:
+        raise FileExistsError(f'{args.dst} exists; pass --force to '
+                              'overwrite it')
+    check_output_path(args.dst, 'DST')
+    if osp.abspath(args.src) == osp.abspath(args.dst):
+        raise ConversionError('SRC and DST are the same file; write the '
+                              'conversion to another file')
+    common = ('family', 'src', 'dst', 'keep_head', 'force', 'arch', 'debug')
+    options = {k: v for k, v in vars(args).items() if k not in common}
+    return convert_checkpoint(
+        args.family, args.src, args.dst, keep_head=args.keep_head,
+        force=args.force, arch=arch, log=print, **options)
 
 
 if __name__ == '__main__':

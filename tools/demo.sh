@@ -3,7 +3,8 @@
 # Dual-ViT Mask R-CNN and a tiny Dual-ViT UperNet on it, evaluate them (COCO
 # box/mask AP; single- and multi-scale mIoU), save drawn predictions under
 # work_dirs/demo/ and print a summary. About 10-15 minutes on 2 CPU cores.
-# Uses $PY (default: .venv/bin/python if present, else python).
+# Uses $PY (default: .venv/bin/python if present, else python) and the demo
+# data in $MMEXT_DEMO_DATA (default data/demo; the demo configs read it too).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -11,6 +12,7 @@ if [ -z "${PY:-}" ]; then
     if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python; fi
 fi
 OUT=${DEMO_OUT:-work_dirs/demo}
+export MMEXT_DEMO_DATA=${MMEXT_DEMO_DATA:-data/demo}
 # One compute thread (the data loader worker gets the other core): with more
 # OpenMP threads than free cores, PyTorch on CPU spin-waits and slows down
 # several-fold. Override with OMP_NUM_THREADS=N on an idle many-core machine.
@@ -22,8 +24,8 @@ NO_VAL=(--cfg-options train_cfg.val_begin=1000000)
 start=$(date +%s)
 step() { printf '\n[demo %4ds] %s\n' "$(( $(date +%s) - start ))" "$*"; }
 
-step "generating demo data in data/demo (deterministic; skipped if present)"
-"$PY" -m mmext.datasets.demo --root data/demo
+step "generating demo data in $MMEXT_DEMO_DATA (deterministic; skipped if present)"
+"$PY" -m mmext.datasets.demo --root "$MMEXT_DEMO_DATA"
 
 step "detection: training Mask R-CNN (tiny Dual-ViT, from scratch) on CPU"
 "$PY" tools/train.py "$DET_CFG" --work-dir "$OUT/det" "${NO_VAL[@]}"

@@ -16,7 +16,6 @@ are not. mmdet/mmseg "FLOPs" tables are MAC counts: compare GMACs with them.
 """
 import argparse
 import json
-import os
 import os.path as osp
 import sys
 
@@ -44,13 +43,20 @@ def main(argv=None):
     if not args.factory and not args.model:
         parser.error('give a model (type, config snippet or file) or '
                      '--factory FILE:FUNCTION')
+    if args.out and osp.isdir(args.out):
+        parser.error(f'--out {args.out} is a folder; give a .json file')
 
     import torch
 
     from mmext.utils.complexity import count_macs
     cfg = None if args.factory else model_cfg(args)
     name = model_name(args, cfg)
-    model = build_model(dict(cfg=cfg, factory=args.factory))
+    try:
+        model = build_model(dict(cfg=cfg, factory=args.factory))
+    except Exception as err:  # noqa: BLE001 - unknown type, arch, argument
+        text = ' '.join(str(err).split())
+        raise SystemExit(f'error: cannot build {name}: '
+                         f'{type(err).__name__}: {text}')
     model.train(args.mode == 'train')
     torch.manual_seed(0)
     x = torch.randn(*args.shape)
@@ -75,11 +81,9 @@ def main(argv=None):
         record = dict(name=name, shape=shape, mode=args.mode,
                       backward=args.backward, model=cfg or args.factory,
                       **report)
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        tmp = args.out + '.part'
-        with open(tmp, 'w') as f:
+        from mmext.utils.fileio import atomic_write
+        with atomic_write(args.out, 'w', force=True) as f:
             json.dump(record, f, indent=1)
-        os.replace(tmp, args.out)
         print(f'written to {args.out}')
 
 

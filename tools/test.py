@@ -16,13 +16,15 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import mmext  # noqa: E402,F401  (weights_only torch.load for checkpoints)
-from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
+from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 
 from mmext.utils.config_check import (ConfigError, check_cfg_options,  # noqa
-                                      check_checkpoint, check_data)
+                                      check_checkpoint, check_data,
+                                      check_output_path, load_config)
+from mmext.utils.fileio import atomic_write  # noqa: E402
 from mmext.utils.launch import (adapt_cfg_to_device, build_runner,  # noqa
-                                init_distributed)
+                                init_distributed, user_errors)
 
 
 def parse_args(argv=None):
@@ -38,7 +40,7 @@ def parse_args(argv=None):
         '--tta',
         action='store_true',
         help='test-time augmentation from the config\'s tta_model / '
-        'tta_pipeline (segmentation: multi-scale + flip mIoU)')
+        'tta_pipeline (multi-scale + flip box/mask AP or mIoU)')
     parser.add_argument(
         '--out',
         help='detection: dump predictions to this .pkl file; segmentation: '
@@ -59,6 +61,16 @@ def parse_args(argv=None):
         choices=['none', 'pytorch', 'slurm'],
         default='none',
         help='job launcher (tools/dist_test.sh uses pytorch)')
+    parser.add_argument(
+        '--allow-mismatch',
+        action='store_true',
+        help='test a checkpoint whose keys or shapes do not fit the model '
+        '(by default refused: its metrics would be those of random weights)')
+    parser.add_argument(
+        '--debug',
+        action='store_true',
+        help='show the full traceback of an error (it is always written '
+        'to the log file once the run has one)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -95,24 +107,9 @@ def _setup_visualization(cfg: Config, args, task: str) -> None:
             cfg.visualizer['save_dir'] = show_dir
 
 
-def _setup_tta(cfg: Config, args, task: str) -> None:
-    if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
-        extra = (' mmdet has no test-time augmentation for instance masks.'
-                 if task == 'mmdet' else '')
-        raise ConfigError(
-            f'--tta: {args.config} defines no tta_model / tta_pipeline.' +
-            extra)
-    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
-    tta_model = ConfigDict(cfg.tta_model)
-    tta_model['module'] = cfg.model
-    cfg.model = tta_model
-
-
 def setup_cfg(args):
-    if not osp.isfile(args.config):
-        raise FileNotFoundError(f'config file {args.config!r} not found')
+    cfg = load_config(args.config)
     check_checkpoint(args.checkpoint, 'checkpoint to test')
-    cfg = Config.fromfile(args.config)
     check_cfg_options(cfg, args.cfg_options, args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
@@ -123,13 +120,15 @@ def setup_cfg(args):
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
+    check_output_path(cfg.work_dir, 'work dir', folder=True)
     cfg.load_from = args.checkpoint
     cfg.resume = False
     adapt_cfg_to_device(cfg)
     if args.show or args.show_dir:
         _setup_visualization(cfg, args, task)
     if args.tta:
-        _setup_tta(cfg, args, task)
+        from mmext.engine.tta import apply_tta  # registers the TTA models
+        apply_tta(cfg, args.config, task)
     if args.out and task == 'mmseg':
         evaluator = cfg.test_evaluator
         evaluator['output_dir'] = args.out
@@ -137,20 +136,28 @@ def setup_cfg(args):
     elif args.out and not args.out.endswith(('.pkl', '.pickle')):
         raise ConfigError(f'--out {args.out!r}: detection results are dumped '
                           'to a .pkl file')
+    if args.out:
+        check_output_path(args.out, '--out', folder=task == 'mmseg')
+    if args.show_dir:
+        check_output_path(args.show_dir, '--show-dir', folder=True)
     check_data(cfg, ['test'])
     return cfg, task
 
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        cfg, task = setup_cfg(args)
-    except (ConfigError, FileNotFoundError) as err:
-        # a problem with the command line / config / files: the message says
-        # what to do, a traceback would only hide it
-        sys.exit(f'{osp.basename(sys.argv[0])}: error: {err}')
+    # every failure: one line naming the problem and exit status 1; the
+    # traceback goes to the log file (and to the terminal with --debug)
+    with user_errors(osp.basename(sys.argv[0]), debug=args.debug):
+        return _run(args)
+
+
+def _run(args):
+    cfg, task = setup_cfg(args)
     init_distributed(args.launcher, cfg.get('env_cfg', {}).get('dist_cfg'))
     runner = build_runner(cfg)
+    # a checkpoint of another config would be evaluated as random weights
+    runner.strict_load = not args.allow_mismatch
     if args.out and task == 'mmdet':
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(
@@ -163,7 +170,8 @@ def main(argv=None):
         print_log(f'test results ({mode}): '
                   f'{json.dumps(summary, default=float)}',
                   logger='current')
-        with open(osp.join(runner.log_dir, 'test_metrics.json'), 'w') as f:
+        with atomic_write(osp.join(runner.log_dir, 'test_metrics.json'),
+                          'w') as f:
             json.dump(dict(config=args.config, checkpoint=args.checkpoint,
                            tta=args.tta, metrics=metrics), f, indent=2,
                       default=float)

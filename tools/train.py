@@ -6,6 +6,9 @@ the config's ``default_scope``. Examples::
     python tools/train.py configs/detection/dualvit_s_maskrcnn_1x.py
     python tools/train.py CONFIG --resume                 # latest in work dir
     python tools/train.py CONFIG --resume work_dirs/x/iter_8000.pth
+
+Checkpoints are written crash-safe (mmext.engine.SafeCheckpointHook): a run
+killed at any moment leaves a checkpoint that ``--resume`` can continue from.
     bash tools/dist_train.sh CONFIG 8                     # torchrun, 8 GPUs
 """
 import argparse
@@ -19,11 +22,16 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import mmext  # noqa: E402,F401
 from mmengine.config import Config, DictAction  # noqa: E402
 
+from mmengine.logging import print_log  # noqa: E402
+
+from mmext.utils.checkpoint import (check_resumable,  # noqa: E402
+                                    find_resume_checkpoint)
 from mmext.utils.config_check import (ConfigError, check_cfg_options,  # noqa
                                       check_checkpoint, check_data,
-                                      check_pretrained)
+                                      check_output_path, check_pretrained,
+                                      load_config)
 from mmext.utils.launch import (adapt_cfg_to_device, build_runner,  # noqa
-                                enable_amp, init_distributed)
+                                enable_amp, init_distributed, user_errors)
 
 
 def parse_args(argv=None):
@@ -62,6 +70,11 @@ def parse_args(argv=None):
         choices=['none', 'pytorch', 'slurm'],
         default='none',
         help='job launcher (tools/dist_train.sh uses pytorch)')
+    parser.add_argument(
+        '--debug',
+        action='store_true',
+        help='show the full traceback of an error (it is always written '
+        'to the log file once the run has one)')
     # torch.distributed.launch (deprecated) passes --local-rank
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
@@ -71,9 +84,7 @@ def parse_args(argv=None):
 
 
 def setup_cfg(args) -> Config:
-    if not osp.isfile(args.config):
-        raise FileNotFoundError(f'config file {args.config!r} not found')
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config)
     check_cfg_options(cfg, args.cfg_options, args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
@@ -84,6 +95,7 @@ def setup_cfg(args) -> Config:
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
+    check_output_path(cfg.work_dir, 'work dir', folder=True)
 
     if args.amp:
         enable_amp(cfg)
@@ -102,9 +114,20 @@ def setup_cfg(args) -> Config:
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
-        check_checkpoint(args.resume, 'checkpoint to resume from')
         cfg.resume = True
         cfg.load_from = args.resume
+    if cfg.get('resume') and not cfg.get('load_from'):
+        # the newest complete checkpoint of the work dir, decided before
+        # anything is built; nothing usable where checkpoints exist stops
+        cfg.load_from = find_resume_checkpoint(
+            cfg.work_dir, log=lambda msg: print_log(msg, logger='current'))
+        if cfg.load_from is None:
+            print_log(f'--resume: no checkpoint in {cfg.work_dir}; training '
+                      'starts from scratch.', logger='current')
+            cfg.resume = False
+    elif cfg.get('resume'):
+        check_checkpoint(cfg.load_from, 'checkpoint to resume from')
+        check_resumable(cfg.load_from)
     else:
         check_checkpoint(cfg.get('load_from'), 'load_from checkpoint')
 
@@ -121,15 +144,14 @@ def setup_cfg(args) -> Config:
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
+    # every failure: one line naming the problem and exit status 1; the
+    # traceback goes to the log file (and to the terminal with --debug)
+    with user_errors(osp.basename(sys.argv[0]), debug=args.debug):
         cfg = setup_cfg(args)
-    except (ConfigError, FileNotFoundError) as err:
-        # a problem with the command line / config / files: the message says
-        # what to do, a traceback would only hide it
-        sys.exit(f'{osp.basename(sys.argv[0])}: error: {err}')
-    init_distributed(args.launcher, cfg.get('env_cfg', {}).get('dist_cfg'))
-    runner = build_runner(cfg)
-    runner.train()
+        init_distributed(args.launcher,
+                         cfg.get('env_cfg', {}).get('dist_cfg'))
+        runner = build_runner(cfg)
+        runner.train()
 
 
 if __name__ == '__main__':

@@ -6,7 +6,8 @@
 _base_ = '../detection/dualvit_s_maskrcnn_1x.py'
 custom_imports = dict(imports=['mmext.models'], allow_failed_imports=False)
 
-data_root = 'data/demo/coco/'
+# demo data generated elsewhere: MMEXT_DEMO_DATA=/path (default data/demo)
+data_root = '{{$MMEXT_DEMO_DATA:data/demo}}/coco/'
 metainfo = dict(
     classes=('disc', 'triangle', 'square', 'star'),
     palette=[(220, 20, 60), (0, 160, 60), (30, 80, 230), (230, 190, 0)])
@@ -64,6 +65,18 @@ test_pipeline = [
         type='PackDetInputs',
         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
                    'scale_factor')),
+]
+# --tta: the base's views scaled to the demo (0.8, 0.9, ..., 1.2 times the
+# 256 px test scale, as 640..960 around 800), each unflipped and flipped
+tta_sides = [round(img_scale[0] * r) for r in (0.8, 0.9, 1.0, 1.1, 1.2)]
+tta_pipeline = [
+    _base_.tta_pipeline[0],
+    dict(
+        type='TestTimeAug',
+        transforms=[[
+            dict(type='Resize', scale=(s, s), keep_ratio=True)
+            for s in tta_sides
+        ]] + _base_.tta_pipeline[1].transforms[1:]),
 ]
 train_dataloader = dict(
     batch_size=4,

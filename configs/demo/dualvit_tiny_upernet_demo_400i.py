@@ -5,7 +5,8 @@
 _base_ = '../segmentation/dualvit_s_upernet_ade20k_160k.py'
 custom_imports = dict(imports=['mmext.models'], allow_failed_imports=False)
 
-data_root = 'data/demo/ade'
+# demo data generated elsewhere: MMEXT_DEMO_DATA=/path (default data/demo)
+data_root = '{{$MMEXT_DEMO_DATA:data/demo}}/ade'
 metainfo = dict(
     classes=('sky', 'ground', 'disc', 'triangle', 'square', 'star'),
     palette=[(120, 170, 230), (120, 90, 50), (220, 20, 60), (0, 160, 60),

@@ -6,6 +6,7 @@ _base_ = [
     'mmdet::_base_/datasets/coco_instance.py',
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
+    './_base_/instance_tta.py',  # --tta: multi-scale + flip
 ]
 
 optim_wrapper = dict(

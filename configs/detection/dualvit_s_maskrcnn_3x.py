@@ -4,4 +4,5 @@ _base_ = [
     './_base_/dualvit_s_maskrcnn.py',
     './_base_/coco_instance_ms-crop_3x.py',
     'mmdet::_base_/default_runtime.py',
+    './_base_/instance_tta.py',  # --tta: multi-scale + flip
 ]

@@ -5,6 +5,7 @@ _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     './_base_/coco_instance_ms-crop_3x.py',
     'mmdet::_base_/default_runtime.py',
+    './_base_/instance_tta.py',  # --tta: multi-scale + flip
 ]
 custom_imports = dict(imports=['mmext.models'], allow_failed_imports=False)
 

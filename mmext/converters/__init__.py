@@ -14,6 +14,7 @@ from .core import convert_checkpoint, load_source, save_atomic
 
 #: family name -> module that registers it
 FAMILIES = {
+    'avit': 'mmext.converters.avit',
     'dualvit': 'mmext.converters.dualvit',
     'elsa_swin': 'mmext.converters.elsa_swin',
     'shuffle_swin': 'mmext.converters.shuffle_swin',

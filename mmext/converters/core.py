@@ -1,14 +1,13 @@
 """Family-independent parts of checkpoint conversion: reading an official
 file, writing the result atomically, and the end-to-end pipeline."""
 import argparse
-import os
 import os.path as osp
-import tempfile
 from typing import Callable, Dict, Optional
 
 import torch
 
 from mmext.utils.checkpoint import load_checkpoint_file
+from mmext.utils.fileio import atomic_write
 from .base import unwrap
 
 
@@ -25,26 +24,11 @@ def load_source(path: str) -> Dict[str, torch.Tensor]:
 
 
 def save_atomic(obj, dst: str, force: bool = False) -> None:
-    """``torch.save`` to a temporary file next to ``dst``, then rename: a
-    crash or error never leaves a partial ``dst``. Refuses to replace an
-    existing ``dst`` unless ``force``."""
-    if osp.exists(dst) and not force:
-        raise FileExistsError(f'{dst} exists; pass --force (force=True) to '
-                              'overwrite it')
-    folder = osp.dirname(osp.abspath(dst))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{osp.basename(dst)}.',
-                               suffix='.part')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        if osp.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` through :func:`~mmext.utils.fileio.atomic_write`: a
+    crash or error never leaves a partial ``dst``, the file honours the
+    umask, and an existing ``dst`` is replaced only with ``force``."""
+    with atomic_write(dst, force=force) as f:
+        torch.save(obj, f)
 
 
 def convert_checkpoint(family: str,

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+from .fileio import atomic_write
 from .model_spec import build_model, training_step
 
 
@@ -158,11 +159,9 @@ def merge_results(path: str, records, keep_best: bool = False):
             continue
         kept[_key(r)] = r
     merged = list(kept.values())
-    tmp = path + '.part'
-    with open(tmp, 'w') as f:
+    with atomic_write(path, 'w', force=True) as f:
         json.dump(merged, f, indent=1)
-    os.replace(tmp, path)
-    with open(osp.splitext(path)[0] + '.md', 'w') as f:
+    with atomic_write(osp.splitext(path)[0] + '.md', 'w', force=True) as f:
         f.write(markdown_table(merged))
     return merged
 

@@ -7,8 +7,10 @@ and the fix, before any model or dataset is built:
 * a pretrained backbone file that is missing (with the conversion command);
 * a checkpoint to test / resume from that is missing.
 """
+import ast
 import difflib
 import inspect
+import os
 import os.path as osp
 import re
 from typing import Any, Iterable, List, Optional
@@ -19,6 +21,38 @@ from mmengine.logging import print_log
 
 class ConfigError(ValueError):
     """A config (or a command-line override of it) cannot work."""
+
+
+# --------------------------------------------------------------------------
+# the config file itself
+# --------------------------------------------------------------------------
+def load_config(path: str) -> Config:
+    """``Config.fromfile`` with one-line errors that name the file (mmengine
+    names a temporary copy in syntax errors, and nothing at all in others).
+    """
+    if not osp.exists(path):
+        raise FileNotFoundError(f'config file {path!r} not found')
+    if osp.isdir(path):
+        raise ConfigError(f'config {path!r} is a folder; give a .py file in '
+                          'it (e.g. one under configs/detection/)')
+    if path.endswith('.py'):
+        try:
+            with open(path, encoding='utf-8') as f:
+                source = f.read()
+            ast.parse(source, filename=path)
+        except SyntaxError as err:
+            raise ConfigError(
+                f'config {path} has a syntax error at line {err.lineno}: '
+                f'{err.msg}; fix the file.') from None
+        except (UnicodeDecodeError, OSError) as err:
+            raise ConfigError(f'config {path} cannot be read as Python text '
+                              f'({type(err).__name__}: {err}).') from None
+    try:
+        return Config.fromfile(path)
+    except Exception as err:  # noqa: BLE001 - a base, an import, a value
+        text = ' '.join(str(err).split())
+        raise ConfigError(f'config {path} cannot be loaded: '
+                          f'{type(err).__name__}: {text}') from None
 
 
 # --------------------------------------------------------------------------
@@ -65,33 +99,91 @@ def _resolve_type(type_name: Any, scope: Optional[str]):
     return None
 
 
+def _params(func) -> Optional[list]:
+    try:
+        return list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):
+        return None
+
+
+def _kwargs_targets():
+    """Classes whose ``**kwargs`` go elsewhere than to a base class: the
+    extra keywords that can work there (the signature is closed then)."""
+    from mmengine.hooks import CheckpointHook
+    from mmengine.runner import Runner
+    # CheckpointHook(**kwargs) -> runner.save_checkpoint(**kwargs) at the
+    # first save (a typo crashed only after a whole epoch), and the hook
+    # already passes every argument save_checkpoint has
+    passed = {'out_dir', 'filename', 'file_client_args', 'save_optimizer',
+              'save_param_scheduler', 'meta', 'by_epoch', 'backend_args'}
+    return {
+        CheckpointHook: [
+            p.name for p in _params(Runner.save_checkpoint)
+            if p.name not in passed | {'self'}
+        ]
+    }
+
+
 def _accepts(obj, arg: str) -> Optional[List[str]]:
     """None if ``obj(...)`` may accept keyword ``arg``; else the arguments it
     takes. ``**kwargs`` are followed up the class hierarchy (mmdet / mmseg
-    components pass them to their base class)."""
+    components pass them to their base class) or to where they are known
+    to go (:func:`_kwargs_targets`)."""
     klasses = [k for k in obj.__mro__ if k is not object] \
         if inspect.isclass(obj) else [obj]
+    targets = _kwargs_targets()
     names: List[str] = []
     for klass in klasses:
         target = klass.__dict__.get('__init__') if inspect.isclass(obj) \
             else klass
         if target is None:
             continue
-        try:
-            params = inspect.signature(target).parameters.values()
-        except (TypeError, ValueError):
+        params = _params(target)
+        if params is None:
             return None
-        names += [
-            p.name for p in params
-            if p.name not in ('self', 'cls', *names)
-            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        ]
+        if klass in targets:
+            params = [p for p in params if p.kind != p.VAR_KEYWORD]
+            names += [n for n in targets[klass] if n not in names]
+        for p in params:
+            if p.name not in ('self', 'cls', *names) and p.kind not in (
+                    p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                names.append(p.name)
         if arg in names:
             return None
         if not any(p.kind == p.VAR_KEYWORD for p in params):
             return names  # a closed signature: ``arg`` cannot be passed
         if klass.__module__.startswith('torch.'):
             return None  # e.g. nn.Module(*args, **kwargs): cannot tell
+    return None
+
+
+def _dataloader_keys() -> List[str]:
+    """What mmengine's ``Runner.build_dataloader`` takes from a dataloader
+    dict: its own keys plus the arguments of ``torch.utils.data.
+    DataLoader``."""
+    from torch.utils.data import DataLoader
+    own = ['dataset', 'sampler', 'batch_sampler', 'collate_fn',
+           'worker_init_fn', 'num_batch_per_epoch',
+           'disable_subprocess_warning']
+    return own + [p.name for p in _params(DataLoader.__init__)
+                  if p.name != 'self' and p.name not in own]
+
+
+def _plain_dict_keys(path: str) -> Optional[List[str]]:
+    """The keys an untyped dict at ``path`` can hold, where the reader is
+    known (None: any key may mean something)."""
+    from mmengine.runner import Runner
+    if re.fullmatch(r'(train|val|test)_dataloader', path):
+        return _dataloader_keys()
+    if path == 'randomness':
+        return [p.name for p in _params(Runner.set_randomness)
+                if p.name != 'self']
+    if path == 'auto_scale_lr':
+        return ['enable', 'base_batch_size']
+    if path == 'env_cfg':
+        return ['cudnn_benchmark', 'mp_cfg', 'dist_cfg']
+    if path == 'env_cfg.mp_cfg':
+        return ['mp_start_method', 'opencv_num_threads']
     return None
 
 
@@ -136,6 +228,14 @@ def check_cfg_options(cfg: Config, options: Optional[dict],
                         f'--cfg-options {key}: {config_name} has no top-level '
                         f'key {part!r} and the runner does not read one.' +
                         _close(part, list(node) + sorted(_EXTRA_TOP_LEVEL)))
+                # a new runner-level dict: its keys are known all the same
+                known = _plain_dict_keys(part)
+                if known is not None and len(parts) > 1 \
+                        and parts[1] not in known:
+                    raise ConfigError(
+                        f'--cfg-options {key}: {part} takes no key '
+                        f'{parts[1]!r} (it takes: {", ".join(known)}).' +
+                        _close(parts[1], known))
             elif 'type' in node:
                 cls = _resolve_type(node['type'], scope)
                 args = _accepts(cls, part) if cls is not None else None
@@ -152,6 +252,14 @@ def check_cfg_options(cfg: Config, options: Optional[dict],
                         f'(type {node["type"]!r} could not be checked)',
                         logger='current')
             else:
+                where_path = '.'.join(parts[:depth])
+                known = _plain_dict_keys(where_path)
+                if known is not None and part not in known:
+                    raise ConfigError(
+                        f'--cfg-options {key}: {config_name} has no key '
+                        f'{new!r}, and {where_path} takes no key {part!r} '
+                        f'(it takes: {", ".join(known)}).' +
+                        _close(part, known))
                 print_log(
                     f'--cfg-options {key}: adds new key {new!r}',
                     logger='current')
@@ -176,7 +284,8 @@ _DATA_HINTS = {
 }
 _DEMO_HINT = ('This is the generated demo data: make it with '
               '`python -m mmext.datasets.demo --root {root}` '
-              '(or run `make demo`).')
+              '(or run `make demo`), or point the demo configs at a copy '
+              'made elsewhere with MMEXT_DEMO_DATA=/path/to/demo.')
 
 
 def _iter_datasets(ds_cfg: Any):
@@ -196,6 +305,9 @@ def _is_remote(path: str) -> bool:
 
 
 def _hint(ds: dict, root: str) -> str:
+    custom = os.environ.get('MMEXT_DEMO_DATA')
+    if custom and str(root).startswith(custom):
+        return _DEMO_HINT.format(root=custom)
     if 'demo' in str(root).replace('\\', '/').split('/'):
         top = str(root).split('demo')[0] + 'demo'
         return _DEMO_HINT.format(root=top)
@@ -229,7 +341,12 @@ def check_data(cfg: Config, splits: Iterable[str]) -> None:
             for what, rel in paths:
                 path = rel if (osp.isabs(rel) or _is_remote(rel)) else \
                     osp.join(root, rel)
-                if _is_remote(path) or osp.exists(path):
+                if _is_remote(path):
+                    continue
+                if osp.exists(path):
+                    if what == 'ann_file':
+                        _check_annotation_file(path, f'{where}.ann_file',
+                                               _hint(ds, root))
                     continue
                 raise FileNotFoundError(
                     f'{where}: {what} {path!r} does not exist (data_root '
@@ -238,12 +355,43 @@ def check_data(cfg: Config, splits: Iterable[str]) -> None:
         for metric in (evaluator if isinstance(evaluator, (list, tuple))
                        else [evaluator]):
             ann = metric.get('ann_file') if isinstance(metric, dict) else None
-            if ann and not _is_remote(ann) and not osp.exists(ann):
-                ds = next(_iter_datasets(loader['dataset']), {}) \
-                    if loader else {}
+            if not ann or _is_remote(ann):
+                continue
+            ds = next(_iter_datasets(loader['dataset']), {}) \
+                if loader else {}
+            if not osp.exists(ann):
                 raise FileNotFoundError(
                     f'{split}_evaluator: ann_file {ann!r} does not exist. '
                     f'{_hint(ds, ann)}')
+            _check_annotation_file(ann, f'{split}_evaluator.ann_file',
+                                   _hint(ds, ann))
+
+
+def _check_annotation_file(path: str, where: str, hint: str) -> None:
+    """Cheap checks of an annotation file that exists: a folder, unreadable,
+    empty, or (JSON) cut short. Reading a whole COCO file here would double
+    the start-up time, so a JSON file is judged by its first and last
+    characters: a truncated one does not end with its closing bracket."""
+    if osp.isdir(path):
+        raise ConfigError(f'{where} {path!r} is a folder, not an annotation '
+                          f'file. {hint}')
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f'{where} {path!r} cannot be read (permission '
+                          'denied); fix its permissions.')
+    size = osp.getsize(path)
+    if size == 0:
+        raise ConfigError(f'{where} {path!r} is empty. {hint}')
+    if not path.endswith('.json'):
+        return
+    with open(path, 'rb') as f:
+        head = f.read(64).lstrip()
+        f.seek(max(0, size - 64))
+        tail = f.read().rstrip()
+    if head[:1] not in (b'{', b'[') or tail[-1:] not in (b'}', b']'):
+        raise ConfigError(
+            f'{where} {path!r} is not complete JSON (it starts with '
+            f'{head[:12]!r} and ends with {tail[-12:]!r}: cut short by an '
+            f'interrupted download or copy?). {hint}')
 
 
 # --------------------------------------------------------------------------
@@ -280,13 +428,16 @@ def check_pretrained(cfg: Config) -> None:
                     ckpt = item.get('checkpoint')
                     key = f'{path}.init_cfg'
                     if isinstance(ckpt, str) and not _is_remote(ckpt) \
-                            and not osp.isfile(ckpt):
+                            and not osp.exists(ckpt):
                         raise FileNotFoundError(
                             f'pretrained weights {ckpt!r} ({key}.checkpoint) '
                             f'not found; {_pretrained_hint(ckpt, key)}.')
+                    if isinstance(ckpt, str):
+                        check_checkpoint(ckpt, f'pretrained weights '
+                                         f'({key}.checkpoint)')
             pre = node.get('pretrained')
             if isinstance(pre, str) and not _is_remote(pre) \
-                    and not osp.isfile(pre):
+                    and not osp.exists(pre):
                 key = f'{path}.pretrained'
                 raise FileNotFoundError(
                     f'pretrained weights {pre!r} ({key}) not found; '
@@ -302,5 +453,39 @@ def check_pretrained(cfg: Config) -> None:
 
 
 def check_checkpoint(path: Optional[str], what: str = 'checkpoint') -> None:
-    if path and not _is_remote(path) and not osp.isfile(path):
+    """Raise a one-line error unless the local file ``path`` reads as a
+    torch checkpoint (missing, folder, empty, truncated, text, untrusted
+    pickle...). Complete files are mapped, not read, so this is cheap."""
+    if not path or _is_remote(path):
+        return
+    if not osp.exists(path):
         raise FileNotFoundError(f'{what} {path!r} not found.')
+    from mmext.utils.checkpoint import (is_complete_checkpoint,
+                                        load_checkpoint_file)
+    load_checkpoint_file(path, map_location='cpu',
+                         mmap=is_complete_checkpoint(path))
+
+
+def check_output_path(path: Optional[str], what: str,
+                      folder: bool = False) -> None:
+    """Raise :class:`ConfigError` before any long work if ``path`` (a file,
+    or with ``folder`` a folder) cannot be written: a file where a folder
+    is needed, or a folder without write permission."""
+    if not path or _is_remote(path):
+        return
+    path = osp.abspath(path)
+    if folder and osp.exists(path) and not osp.isdir(path):
+        raise ConfigError(f'{what} {path!r} is a file, not a folder; give '
+                          'another path.')
+    if not folder and osp.isdir(path):
+        raise ConfigError(f'{what} {path!r} is a folder; give a file name.')
+    # the deepest part of the path that exists must be a writable folder
+    probe = path if folder else osp.dirname(path)
+    while not osp.exists(probe):
+        probe = osp.dirname(probe)
+    if not osp.isdir(probe):
+        raise ConfigError(f'{what} {path!r}: {probe!r} is a file, so the '
+                          'folder cannot be made; give another path.')
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f'{what} {path!r}: {probe!r} is not writable '
+                          '(permission denied); give another path.')

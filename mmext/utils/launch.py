@@ -7,29 +7,31 @@ CUDA build of torch). The helpers here
 
 * initialise ``torch.distributed`` from torchrun / SLURM variables ourselves:
   NCCL (through mmengine) when CUDA is available, gloo otherwise;
-* build a :class:`Runner` whose ``wrap_model`` converts SyncBN to BN when it
-  cannot work (one process, or CPU) and wraps DDP without ``device_ids`` on
-  CPU;
+* build the runner (:class:`mmext.engine.MMExtRunner`: SyncBN to BN where it
+  cannot work, DDP without ``device_ids`` on CPU, crash-safe checkpoints);
 * adapt a config to the device: AMP falls back to fp32 without a GPU.
 """
+import contextlib
 import datetime
 import os
 import subprocess
+import sys
 from typing import Optional, Tuple
 
 import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
-from mmengine.device import get_device
 from mmengine.dist import get_dist_info, init_dist, is_distributed
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper, revert_sync_batchnorm
-from mmengine.registry import MODEL_WRAPPERS
 from mmengine.runner import Runner
-from torch import nn
 
 #: ``optim_wrapper`` keys that only :class:`AmpOptimWrapper` accepts.
 _AMP_ONLY_KEYS = ('loss_scale', 'dtype', 'use_fsdp')
+
+
+class LaunchError(RuntimeError):
+    """The job was started in a way that cannot work (e.g. a launcher
+    without its environment variables)."""
 
 
 def cuda_available() -> bool:
@@ -78,7 +80,7 @@ def init_distributed(launcher: str,
                     'MASTER_PORT') if k not in os.environ
     ]
     if missing:
-        raise RuntimeError(
+        raise LaunchError(
             f'--launcher {launcher} needs the environment variables '
             f'{", ".join(missing)}; start the job with tools/dist_train.sh / '
             'tools/dist_test.sh (torchrun) or tools/slurm_train.sh, or use '
@@ -141,62 +143,90 @@ def enable_amp(cfg: Config) -> None:
         print_log('AMP is already enabled in the config.', logger='current')
         return
     if optim.get('type', 'OptimWrapper') != 'OptimWrapper':
-        raise ValueError(
+        from mmext.utils.config_check import ConfigError
+        raise ConfigError(
             f'--amp only applies to OptimWrapper, but the config uses '
             f'{optim.get("type")}')
     optim['type'] = 'AmpOptimWrapper'
     optim.setdefault('loss_scale', 'dynamic')
 
 
-def count_sync_bn(model: nn.Module) -> int:
-    return sum(
-        isinstance(m, nn.SyncBatchNorm)
-        or type(m).__name__ == 'SyncBatchNorm' for m in model.modules())
-
-
-class MMExtRunner(Runner):
-    """``Runner`` that also works distributed on CPU (gloo).
-
-    * SyncBN layers become BN (with a log line) in a single process or on
-      CPU, where synchronised BN cannot run.
-    * On CPU, DDP is built without ``device_ids``.
-    """
-
-    def wrap_model(self, model_wrapper_cfg: Optional[dict],
-                   model: nn.Module) -> nn.Module:
-        if is_model_wrapper(model):
-            return super().wrap_model(model_wrapper_cfg, model)
-        on_cpu = get_device() == 'cpu'
-        if not self.distributed or on_cpu:
-            num = count_sync_bn(model)
-            if num:
-                why = ('single process' if not self.distributed else
-                       'CPU (SyncBN needs GPUs)')
-                self.logger.info(
-                    f'SyncBN -> BN: converted {num} SyncBatchNorm layer(s) '
-                    f'to BatchNorm ({why}); statistics are per process.')
-                model = revert_sync_batchnorm(model)
-        if not (self.distributed and on_cpu):
-            return super().wrap_model(model_wrapper_cfg, model)
-
-        model = model.to('cpu')
-        wrapper_cfg = dict(model_wrapper_cfg or {})
-        wrapper_cfg.setdefault('type', 'MMDistributedDataParallel')
-        wrapper_cfg.setdefault('broadcast_buffers', False)
-        wrapper_cfg.setdefault(
-            'find_unused_parameters',
-            self.cfg.get('find_unused_parameters', False))
-        self.logger.info(
-            f'CPU distributed run: {wrapper_cfg["type"]} over gloo, '
-            f'world size {self.world_size}.')
-        return MODEL_WRAPPERS.build(
-            wrapper_cfg, default_args=dict(module=model))
-
-
 def build_runner(cfg: Config) -> Runner:
     """Build the runner; a config's own ``runner_type`` is honoured only on
-    GPU machines (on CPU the mmext runner is required)."""
+    GPU machines (on CPU the mmext runner is required), with the crash-safe
+    checkpoint hook all the same."""
     if 'runner_type' in cfg and cuda_available():
         from mmengine.registry import RUNNERS
+
+        from mmext.engine.hooks import safe_checkpoint_cfg
+        hooks = cfg.setdefault('default_hooks', {})
+        hooks['checkpoint'] = safe_checkpoint_cfg(
+            hooks.get('checkpoint', dict(type='CheckpointHook', interval=1)))
         return RUNNERS.build(cfg)
+    from mmext.engine import MMExtRunner
     return MMExtRunner.from_cfg(cfg)
+
+
+def _log_traceback_to_file(exc: BaseException) -> Optional[str]:
+    """Write the traceback of ``exc`` to the current run's log file only
+    (not the terminal); returns the file, or None if no log file is open."""
+    import logging
+    import traceback
+
+    from mmengine.logging import MMLogger
+    if not MMLogger._instance_dict:  # no run has started logging
+        return None
+    logger = MMLogger.get_current_instance()
+    files = [h for h in logger.handlers
+             if isinstance(h, logging.FileHandler) and h.stream is not None]
+    if not files:
+        return None
+    text = ''.join(traceback.format_exception(type(exc), exc,
+                                              exc.__traceback__))
+    for handler in files:
+        handler.stream.write(text)
+        handler.flush()
+    return files[0].baseFilename
+
+
+@contextlib.contextmanager
+def user_errors(prog: str, debug: bool = False, extra: tuple = ()):
+    """Turn an exception escaping a command-line tool into one line on
+    stderr (``PROG: error: ...``) and exit status 1. The traceback goes to
+    the run's log file when one is open, and to the terminal with
+    ``--debug``. Errors raised for a user's mistake (a bad file, key or
+    option) carry the fix in their message; anything else is named by its
+    type, with where to find the traceback. ``extra``: more exception types
+    that mean a user's mistake."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        sys.stderr.write(f'{prog}: interrupted\n')
+        raise SystemExit(130) from None
+    except Exception as err:  # noqa: BLE001 - every failure, one line
+        if debug:
+            raise
+        log_file = _log_traceback_to_file(err)
+        text = ' '.join(str(err).split()) or type(err).__name__
+        if not isinstance(err, _USER_ERRORS + tuple(extra)):
+            where = f'traceback in {log_file}' if log_file else \
+                'rerun with --debug for the traceback'
+            text = f'{type(err).__name__}: {text} ({where})'
+        sys.stderr.write(f'{prog}: error: {text}\n')
+        raise SystemExit(1) from None
+
+
+def _user_error_types():
+    from mmext.utils.checkpoint import (CheckpointMismatchError,
+                                        CorruptCheckpointError,
+                                        NotResumableError,
+                                        UntrustedCheckpointError)
+    from mmext.utils.config_check import ConfigError
+    return (ConfigError, OSError, LaunchError, CorruptCheckpointError,
+            UntrustedCheckpointError, CheckpointMismatchError,
+            NotResumableError)
+
+
+_USER_ERRORS = _user_error_types()

@@ -2,6 +2,7 @@
 ``test_contract.py``): the official classifier's layout, fused projections,
 arch inference that needs ``--arch`` for custom shapes."""
 import importlib
+import json
 import os
 import os.path as osp
 
@@ -10,17 +11,20 @@ import torch
 
 from mmext.converters import ConversionError, convert_checkpoint, get_converter
 from mmext.models.backbones import DualViT
-from tests.data.dualvit_golden import TINY, load_golden
+from tests.data import golden64
 
 convert_tool = importlib.import_module('tools.convert_imagenet')
-ARCH_JSON = ('{"stem_width": 8, "embed_dims": [8, 16, 24, 32], '
-             '"num_heads": [1, 2, 2, 2], "mlp_ratios": [2, 2, 3, 2], '
-             '"depths": [1, 2, 2, 2]}')
+GOLDEN = torch.load(osp.join(osp.dirname(golden64.__file__),
+                            'dualvit_golden64.pth'), weights_only=True)
+TINY = GOLDEN['arch']
+ARCH_JSON = json.dumps(TINY)
 
 
 @pytest.fixture(scope='module')
 def official():
-    return load_golden()['official_state_dict']
+    """The official tiny classifier's weights (float32)."""
+    return {k: v.float() for k, v in
+            golden64.unpack(GOLDEN['official_state_dict_fp16']).items()}
 
 
 def _outputs(state, x):
@@ -96,7 +100,6 @@ def test_keep_head_config_builds_with_custom_imports_alone(tmp_path, capsys,
     """As a user would: convert with --keep-head, paste the printed model
     config into an mmpretrain config with only ``custom_imports``, build it
     in a fresh interpreter and load the weights."""
-    import json
     import subprocess
     import sys
     src, dst = tmp_path / 'src.pth', tmp_path / 'cls.pth'

@@ -54,15 +54,26 @@ def test_config_builds(path):
         model = MODELS.build(cfg.model)  # init_cfg is not run here
         # the neck / heads take what the backbone gives
         model.eval()
+        neck = cfg.model.get('neck') or {}
+        plain_vit = neck.get('type') == 'mmext.SimpleFeaturePyramid'
         with torch.no_grad():
             feats = model.backbone(torch.zeros(1, 3, 64, 64))
+            if plain_vit:  # one stride-16 map; the neck makes the pyramid
+                assert [(f.shape[1], 64 // f.shape[-1]) for f in feats] == [
+                    (neck.in_channels, 16)]
+                feats = model.neck(feats)
         channels = [f.shape[1] for f in feats]
-        if scope == 'mmdet':
-            assert channels == list(cfg.model.neck.in_channels)
+        strides = [64 // f.shape[-1] for f in feats]
+        if scope == 'mmdet' and plain_vit:  # ViTDet: the pyramid feeds RPN
+            assert channels == [cfg.model.rpn_head.in_channels] * 5
+            assert strides == [4, 8, 16, 32, 64]
         else:
-            assert channels == list(cfg.model.decode_head.in_channels)
-            assert channels[2] == cfg.model.auxiliary_head.in_channels
-        assert [64 // f.shape[-1] for f in feats] == [4, 8, 16, 32]
+            if scope == 'mmdet':
+                assert channels == list(cfg.model.neck.in_channels)
+            else:
+                assert channels == list(cfg.model.decode_head.in_channels)
+                assert channels[2] == cfg.model.auxiliary_head.in_channels
+            assert strides == [4, 8, 16, 32]
         # every pipeline builds
         from mmengine.dataset import Compose
         for split in ('train', 'val', 'test'):
@@ -193,3 +204,30 @@ def test_elsa_swin_settings(name):
                      cfg.tta_pipeline[1].transforms[0]})
     assert ratios == [0.75, 1.0, 1.25, 1.5, 1.75]
     assert [t.prob for t in cfg.tta_pipeline[1].transforms[1]] == [0, 1]
+
+
+@pytest.mark.parametrize('size, dims, gate_center', [('t', 192, 30.),
+                                                     ('s', 384, 75.)])
+def test_avit_settings(size, dims, gate_center):
+    """Released gates, halting-loss weights, the plain-ViT pyramid and
+    layer-wise lr decay."""
+    for name in (f'detection/avit_{size}_maskrcnn_1x.py',
+                 f'segmentation/avit_{size}_upernet_ade20k_160k.py'):
+        cfg = _cfg(name)
+        backbone = cfg.model.backbone
+        assert cfg.model.type.startswith('mmext.BackboneLoss')
+        assert (backbone.gate_scale, backbone.gate_center) == (10.,
+                                                               gate_center)
+        assert backbone.halting_loss == dict(ponder_weight=5e-4,
+                                             prior_weight=1e-3)
+        assert backbone.init_cfg.checkpoint == \
+            f'checkpoints/avit_{size}_in1k.pth'
+        assert cfg.model.neck.type == 'mmext.SimpleFeaturePyramid'
+        assert cfg.model.neck.in_channels == dims
+        assert cfg.optim_wrapper.constructor == \
+            'mmext.LayerDecayOptimWrapperConstructor'
+    assert _cfg(f'detection/avit_{size}_maskrcnn_1x.py').optim_wrapper \
+        .paramwise_cfg.layer_decay_rate == 0.7
+    seg = _cfg(f'segmentation/avit_{size}_upernet_ade20k_160k.py')
+    assert seg.optim_wrapper.paramwise_cfg.layer_decay_rate == 0.65
+    assert seg.model.decode_head.in_channels == [dims] * 4

@@ -212,12 +212,37 @@ class BaseBackbone(BaseModule):
 
     # -- initialisation ----------------------------------------------------------
     def init_weights(self):
-        """Pretrained weights through ``init_cfg``; else the sub-modules' own
-        ``init_weights`` (e.g. position tables), then
+        """Pretrained weights through ``init_cfg`` (strictly: a file of
+        another arch is an error, see :func:`load_pretrained_strict`); else
+        the sub-modules' own ``init_weights`` (e.g. position tables), then
         :meth:`init_from_scratch`."""
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            from mmext.utils.checkpoint import load_pretrained_strict
+            self.init_from_scratch()  # for what a file may lack (out norms)
+            load_pretrained_strict(
+                self, cfg['checkpoint'], prefix=cfg.get('prefix'),
+                unused=self.unused_pretrained_keys(),
+                optional=self.optional_pretrained_keys())
+            self._is_init = True
+            return
         super().init_weights()
         if self.init_cfg is None:
             self.init_from_scratch()
+
+    def unused_pretrained_keys(self) -> Tuple[str, ...]:
+        """Key prefixes of a full backbone checkpoint this instance leaves
+        out: stages past the last output and the norms of other outputs."""
+        unbuilt = tuple(f'stages.{i}.' for i in
+                        range(self._num_built_stages(), self.num_stages))
+        return unbuilt + tuple(f'norm{i}.' for i in range(self.num_stages)
+                               if i not in self.out_indices)
+
+    def optional_pretrained_keys(self) -> Tuple[str, ...]:
+        """Key prefixes a pretrained file may lack: the per-output norms,
+        which an ImageNet classifier has not (they start fresh, as in the
+        official fine-tuning)."""
+        return tuple(f'norm{i}.' for i in self.out_indices)
 
     def init_from_scratch(self) -> None:
         """:meth:`init_module` on every module, in order."""

@@ -5,6 +5,7 @@ from .channel_shuffle import ChannelShuffleMixin, channel_shuffle
 from .checkpoint import maybe_checkpoint
 from .ffn import MLP, ConvFFN
 from .pos_embed import resize_pos_embed
+from .norm import LayerNorm2d
 from .residual import scaled_residual
 from .tokens import map_to_tokens, to_channels_last, tokens_to_map
 from .window_attention import ShiftWindowMSA, WindowMSA, relative_position_index
@@ -13,6 +14,7 @@ __all__ = [
     'SelfAttention', 'attend', 'merge_heads', 'split_heads', 'PreNormBlock',
     'ChannelShuffleMixin', 'channel_shuffle',
     'SwinBlock', 'build_ffn', 'maybe_checkpoint', 'MLP', 'ConvFFN',
+    'LayerNorm2d',
     'resize_pos_embed', 'scaled_residual', 'map_to_tokens',
     'to_channels_last', 'tokens_to_map', 'ShiftWindowMSA', 'WindowMSA',
     'relative_position_index'

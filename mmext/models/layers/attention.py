@@ -43,9 +43,12 @@ def merge_heads(x: Tensor) -> Tensor:
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor,
-           scale: Optional[float] = None) -> Tensor:
+           scale: Optional[float] = None,
+           attn_mask: Optional[Tensor] = None) -> Tensor:
     """Multi-head attention on ``(B, heads, N, d)`` tensors, returned as
-    ``(B, N, heads * d)``. ``scale`` defaults to ``d ** -0.5``."""
+    ``(B, N, heads * d)``. ``scale`` defaults to ``d ** -0.5``;
+    ``attn_mask`` is SDPA's (boolean: True takes part; float: added to the
+    scores), broadcast to ``(B, heads, N, M)``."""
     # keys/values are re-read for every block of queries: the CPU kernel is
     # ~15% faster on head-contiguous ones than on strided views of a fused
     # projection, for the price of one copy. Copying the queries too lets
@@ -53,7 +56,8 @@ def attend(q: Tensor, k: Tensor, v: Tensor,
     # the copies.
     return merge_heads(
         F.scaled_dot_product_attention(
-            q.contiguous(), k.contiguous(), v.contiguous(), scale=scale))
+            q.contiguous(), k.contiguous(), v.contiguous(),
+            attn_mask=attn_mask, scale=scale))
 
 
 class SelfAttention(nn.Module):
@@ -76,9 +80,11 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(embed_dims, 3 * embed_dims, bias=qkv_bias)
         self.proj = nn.Linear(embed_dims, embed_dims, bias=proj_bias)
 
-    def forward(self, x: Tensor, num_queries: Optional[int] = None) -> Tensor:
+    def forward(self, x: Tensor, num_queries: Optional[int] = None,
+                attn_mask: Optional[Tensor] = None) -> Tensor:
         """``num_queries``: only the first that many tokens query (all of
-        them are keys/values); the output then has that many tokens."""
+        them are keys/values); the output then has that many tokens.
+        ``attn_mask``: see :func:`attend`."""
         if num_queries is None:
             q, k, v = split_heads(self.qkv(x), 3, self.num_heads)
         else:  # project queries for those tokens only
@@ -90,4 +96,4 @@ class SelfAttention(nn.Module):
             k, v = split_heads(
                 F.linear(x, w[c:], None if b is None else b[c:]), 2,
                 self.num_heads)
-        return self.proj(attend(q, k, v))
+        return self.proj(attend(q, k, v, attn_mask=attn_mask))

@@ -1,18 +1,16 @@
 """DualViT backbone and classifier head (CPU, tiny archs).
 
-What every backbone shares is in ``test_contract.py``; this file holds what
-is particular to Dual-ViT. Equivalence with the official code is checked
-against golden tensors made by it (``tests/data/dualvit_golden.pth``).
+What every backbone shares is in ``test_contract.py``; equivalence with the
+official code (float64 goldens, forward and gradients) in
+``test_goldens.py``; this file holds the rest that is particular to
+Dual-ViT.
 """
 import pytest
 import torch
 
-from mmext.converters import get_converter
 from mmext.models.backbones import DualViT
-from tests.data import dualvit_golden as golden_utils
-from tests.data.dualvit_golden import TINY, max_rel_error
-
-TOL = 1e-4  # fp32 max relative error allowed against the official code
+from tests.data import golden64
+from tests.families import DUALVIT_TINY as TINY
 
 # parameter counts of the official models (detection backbone / ImageNet
 # classifier with 1000 classes)
@@ -25,19 +23,20 @@ OFFICIAL_PARAMS = {
 
 @pytest.fixture(scope='module')
 def golden():
-    return golden_utils.load_golden()
-
-
-@pytest.fixture(scope='module')
-def converted(golden):
-    state, meta, _ = get_converter('dualvit').convert(
-        golden['official_state_dict'], arch=TINY)
-    return state
+    """The official weights (float64 golden, its own tiny arch)."""
+    return golden64.load_golden('dualvit_golden64.pth', 'dualvit',
+                                lambda g: g['train']['param_grads'])
 
 
 def tiny(**kwargs):
     kwargs.setdefault('drop_path_rate', 0.)
     return DualViT(arch=TINY, **kwargs)
+
+
+def golden_model(golden, **kwargs):
+    model = DualViT(arch=golden['arch'], drop_path_rate=0., **kwargs)
+    model.load_state_dict(golden['state'], strict=False)
+    return model
 
 
 # -- shapes -----------------------------------------------------------------
@@ -96,59 +95,6 @@ def test_parameter_counts_match_official(arch):
     assert count(trunk, head) == OFFICIAL_PARAMS[arch][1]
 
 
-# -- equivalence with the official code ---------------------------------------
-def test_matches_official_detection_backbone(golden, converted):
-    model = tiny().eval()
-    model.load_state_dict(converted, strict=True)
-    with torch.no_grad():
-        outs = model(golden['input'])
-    for out, ref in zip(outs, golden['feats']):
-        assert out.shape == ref.shape
-        assert max_rel_error(out, ref) <= TOL
-
-
-def test_tiled_inference_matches_official_segmentation(golden, converted):
-    model = tiny(test_tile_size=golden['tile']).eval()
-    model.load_state_dict(converted, strict=True)
-    with torch.no_grad():
-        outs = model(golden['tiled_input'])
-    for out, ref in zip(outs, golden['tiled_feats']):
-        assert out.shape == ref.shape
-        assert max_rel_error(out, ref) <= TOL
-    # tiles only in eval mode, and only inputs larger than a tile
-    model.forward_tiled = lambda x: pytest.fail('unexpected tiling')
-    with torch.no_grad():
-        model.train()
-        model(golden['tiled_input'])
-        model.eval()
-        model(golden['input'])  # 61x83 < 96
-
-
-def test_classifier_matches_official(golden):
-    """mmpretrain ImageClassifier + mmext head == official token-labeling
-    classifier (class logits + 0.5 * max of the aux logits)."""
-    pytest.importorskip('mmpretrain')
-    from mmengine.registry import DefaultScope
-
-    import mmext.models.heads  # noqa: F401  (registers DualViTClsHead)
-    from mmpretrain.registry import MODELS as PRETRAIN_MODELS
-    convert = get_converter('dualvit')
-    state, meta, dropped = convert.convert(
-        golden['official_state_dict'], keep_head=True, arch=TINY)
-    assert not dropped
-    cfg = meta['model_cfg']
-    cfg['backbone']['arch'] = TINY  # custom arch: no name in the zoo
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        model = PRETRAIN_MODELS.build(cfg).eval()
-    model.load_state_dict(state, strict=True)
-    with torch.no_grad():
-        for x, ref in ((golden['input'], golden['logits']),
-                       (golden['input_224'], golden['logits_224'])):
-            logits = model(x, mode='tensor')
-            assert logits.shape == ref.shape
-            assert max_rel_error(logits, ref) <= TOL
-
-
 # -- training behaviour ------------------------------------------------------
 def test_stem_norm_cfg():
     model = tiny(stem_norm_cfg=dict(type='BN', requires_grad=False))
@@ -157,9 +103,10 @@ def test_stem_norm_cfg():
     assert not bn.weight.requires_grad
 
 
-def test_drop_path_is_stochastic_in_train_only(converted):
-    model = tiny(drop_path_rate=0.5)
-    model.load_state_dict(converted)
+def test_drop_path_is_stochastic_in_train_only(golden):
+    model = golden_model(golden)
+    for block in (b for s in model.stages for b in s.blocks):
+        block.drop_path = 0.5
     x = torch.randn(1, 3, 64, 64)
     model.eval()
     torch.testing.assert_close(model(x), model(x))
@@ -189,17 +136,21 @@ def test_layer_depth_for_lr_decay():
 
 
 def test_pretrained_init_cfg_loads_converted_file(tmp_path, golden):
+    """Official file -> convert_checkpoint -> init_cfg: the official
+    outputs (float32: the error reached is ~2e-7)."""
     from mmext.converters import convert_checkpoint
     src, dst = tmp_path / 'official.pth', tmp_path / 'mmext.pth'
-    torch.save({'model': golden['official_state_dict']}, src)
-    convert_checkpoint('dualvit', str(src), str(dst), arch=TINY)
-    model = tiny(init_cfg=dict(type='Pretrained', checkpoint=str(dst)))
+    torch.save({'model': {k: v.float() for k, v in
+                          golden['official'].items()}}, src)
+    convert_checkpoint('dualvit', str(src), str(dst), arch=golden['arch'])
+    model = DualViT(arch=golden['arch'], drop_path_rate=0.,
+                    init_cfg=dict(type='Pretrained', checkpoint=str(dst)))
     model.init_weights()
     model.eval()
     with torch.no_grad():
-        outs = model(golden['input'])
-    for out, ref in zip(outs, golden['feats']):
-        assert max_rel_error(out, ref) <= TOL
+        outs = model(golden64.smooth_input(**golden['eval']['input']))
+    for out, ref in zip(outs, golden['eval']['outputs']):
+        assert golden64.max_rel_error(out.double(), ref) <= 2e-6
 
 
 def test_head_rejects_feature_maps():
@@ -210,10 +161,9 @@ def test_head_rejects_feature_maps():
         head(tiny().eval()(torch.randn(1, 3, 64, 64)))
 
 
-def test_banded_ffn_inside_the_model(monkeypatch, converted):
+def test_banded_ffn_inside_the_model(monkeypatch, golden):
     from mmext.models.layers import ffn
-    model = tiny().eval()
-    model.load_state_dict(converted)
+    model = golden_model(golden).float().eval()
     x = torch.randn(2, 3, 160, 136)  # stage 2 (merged tokens) has 10 rows
     with torch.no_grad():
         ref = model(x)

@@ -1,0 +1,106 @@
+"""mmext's runner: mmengine's ``Runner`` that also runs distributed on CPU,
+keeps checkpoints crash-safe and refuses checkpoints that cannot be right."""
+from typing import Optional
+
+from mmengine.device import get_device
+from mmengine.model import is_model_wrapper, revert_sync_batchnorm
+from mmengine.registry import MODEL_WRAPPERS
+from mmengine.runner import Runner
+from torch import nn
+
+from mmext.utils.checkpoint import (check_resumable, check_state_dict_fits,
+                                    find_resume_checkpoint,
+                                    load_checkpoint_file, state_dict_from)
+from .hooks import safe_checkpoint_cfg
+
+
+def count_sync_bn(model: nn.Module) -> int:
+    return sum(
+        isinstance(m, nn.SyncBatchNorm)
+        or type(m).__name__ == 'SyncBatchNorm' for m in model.modules())
+
+
+class MMExtRunner(Runner):
+    """``Runner`` with these changes:
+
+    * SyncBN layers become BN (with a log line) in a single process or on
+      CPU, where synchronised BN cannot run; on CPU, DDP is built without
+      ``device_ids`` (gloo).
+    * mmengine's ``CheckpointHook`` is replaced by
+      :class:`~mmext.engine.hooks.SafeCheckpointHook` (same options).
+    * ``resume=True`` without a file takes the newest *complete* checkpoint
+      of the work dir, says when there is none (and starts from scratch),
+      and stops with one line when there are checkpoints but none is usable;
+      a file that is not a training checkpoint is refused before loading.
+    * With ``strict_load = True`` (``tools/test.py``), ``load_from`` must
+      fit the model exactly (keys and shapes), otherwise
+      :class:`~mmext.utils.checkpoint.CheckpointMismatchError`.
+    """
+
+    #: refuse a ``load_from`` checkpoint that does not fit the model
+    strict_load = False
+
+    def register_default_hooks(self, hooks: Optional[dict] = None) -> None:
+        hooks = dict(hooks or {})
+        # mmengine adds CheckpointHook(interval=1) when none is configured
+        hooks['checkpoint'] = safe_checkpoint_cfg(
+            hooks.get('checkpoint', dict(type='CheckpointHook', interval=1)))
+        super().register_default_hooks(hooks)
+
+    def load_or_resume(self) -> None:
+        if self._has_loaded:
+            return None
+        if self._resume and self._load_from is None:
+            found = find_resume_checkpoint(self.work_dir,
+                                           log=self.logger.warning)
+            if found is None:
+                self.logger.warning(
+                    f'--resume: no checkpoint in {self.work_dir}; training '
+                    'starts from scratch.')
+                self._resume = False
+            self._load_from = found
+        if self._resume and self._load_from is not None:
+            check_resumable(self._load_from)
+        return super().load_or_resume()
+
+    def load_checkpoint(self, filename: str, *args, **kwargs):
+        if self.strict_load:
+            # mapped, not read: the tensors are read once, by the real load
+            state = state_dict_from(
+                load_checkpoint_file(filename, map_location='cpu',
+                                     mmap=True))
+            check_state_dict_fits(
+                self.model, state, f'checkpoint {filename}',
+                'Is it a checkpoint of this config? (--allow-mismatch tests '
+                'it anyway)')
+        return super().load_checkpoint(filename, *args, **kwargs)
+
+    def wrap_model(self, model_wrapper_cfg: Optional[dict],
+                   model: nn.Module) -> nn.Module:
+        if is_model_wrapper(model):
+            return super().wrap_model(model_wrapper_cfg, model)
+        on_cpu = get_device() == 'cpu'
+        if not self.distributed or on_cpu:
+            num = count_sync_bn(model)
+            if num:
+                why = ('single process' if not self.distributed else
+                       'CPU (SyncBN needs GPUs)')
+                self.logger.info(
+                    f'SyncBN -> BN: converted {num} SyncBatchNorm layer(s) '
+                    f'to BatchNorm ({why}); statistics are per process.')
+                model = revert_sync_batchnorm(model)
+        if not (self.distributed and on_cpu):
+            return super().wrap_model(model_wrapper_cfg, model)
+
+        model = model.to('cpu')
+        wrapper_cfg = dict(model_wrapper_cfg or {})
+        wrapper_cfg.setdefault('type', 'MMDistributedDataParallel')
+        wrapper_cfg.setdefault('broadcast_buffers', False)
+        wrapper_cfg.setdefault(
+            'find_unused_parameters',
+            self.cfg.get('find_unused_parameters', False))
+        self.logger.info(
+            f'CPU distributed run: {wrapper_cfg["type"]} over gloo, '
+            f'world size {self.world_size}.')
+        return MODEL_WRAPPERS.build(
+            wrapper_cfg, default_args=dict(module=model))
