@@ -2,10 +2,10 @@
 # mmseg's DeiT-S + multi-level-neck recipe (the smallest DeiT baseline;
 # Shuffle DeiT-Ti's tokens are DeiT-S wide, 384) with mmext's simple feature
 # pyramid in place of mmseg's MultiLevelNeck: the last block's stride-16 map
-# -> strides 4/8/16/32, as the A-ViT configs. AdamW 6e-5 / wd 0.01, no decay on norms, position embedding and
-# class token, 1500 warm-up iterations then poly, total batch 16; plus
-# layer-wise lr decay 0.65 as mmseg's plain-ViT (MAE / BEiT) recipes
-# (docs/layer_decay.md).
+# -> strides 4/8/16/32, as the A-ViT configs. AdamW 6e-5 / wd 0.01, no
+# decay on norms, position embedding and class token, 1500 warm-up
+# iterations then poly, total batch 16; plus layer-wise lr decay 0.65 as
+# mmseg's plain-ViT (MAE / BEiT) recipes (docs/layer_decay.md).
 _base_ = 'mmseg::vit/vit_deit-s16_mln_upernet_8xb2-160k_ade20k-512x512.py'
 custom_imports = dict(imports=['mmext.models'], allow_failed_imports=False)
 
