@@ -23,7 +23,8 @@ from torch import Tensor
 
 from mmext.registry import MODELS
 from ..layers.blocks import SwinBlock
-from ..layers.channel_shuffle import ChannelShuffleMixin
+from ..layers.channel_shuffle import (ChannelShuffleMixin,
+                                      learnable_rescale_keys)
 from .base import BaseBackbone
 
 __all__ = ['ShuffleSwin', 'ShuffleSwinBlock', 'GroupPatchMerging']
@@ -241,6 +242,10 @@ class ShuffleSwin(BaseBackbone):
                     f'ShuffleSwin arch: stage {i} attends over {attended} '
                     f'channels (half of embed_dims * 2**{i}), not divisible '
                     f'by num_heads[{i}] = {heads}')
+
+    def optional_pretrained_keys(self):
+        return super().optional_pretrained_keys() + \
+            learnable_rescale_keys(self)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         if x.dim() != 4 or x.shape[1] != self.in_channels:

@@ -27,7 +27,8 @@ from torch import Tensor
 from mmext.registry import MODELS
 from ..layers.attention import SelfAttention
 from ..layers.blocks import PreNormBlock
-from ..layers.channel_shuffle import ChannelShuffleMixin, channel_shuffle
+from ..layers.channel_shuffle import (ChannelShuffleMixin, channel_shuffle,
+                                      learnable_rescale_keys)
 from ..layers.pos_embed import resize_pos_embed
 from .base import BaseBackbone
 
@@ -203,6 +204,10 @@ class ShuffleViT(BaseBackbone):
             # applied after every block: grouped with the last one
             return sum(self.depths)
         return super().match_layer_depth(name)
+
+    def optional_pretrained_keys(self):
+        return super().optional_pretrained_keys() + \
+            learnable_rescale_keys(self)
 
     def init_from_scratch(self) -> None:
         super().init_from_scratch()

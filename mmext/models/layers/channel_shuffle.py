@@ -12,7 +12,10 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-__all__ = ['channel_shuffle', 'ChannelShuffleMixin', 'RESCALE_MODES']
+__all__ = [
+    'channel_shuffle', 'ChannelShuffleMixin', 'RESCALE_MODES',
+    'learnable_rescale_keys'
+]
 
 #: ``rescale`` values of :class:`ChannelShuffleMixin`
 RESCALE_MODES = (None, 'fixed', 'learnable')
@@ -44,6 +47,14 @@ def channel_shuffle(x: Tensor,
                          f'{tuple(x.shape)} vs {tuple(idle.shape)}')
     # the stacked tensor is contiguous, so flattening it is a view
     return torch.stack((x, idle), dim=-1).flatten(-2)
+
+
+def learnable_rescale_keys(model: nn.Module) -> Tuple[str, ...]:
+    """Names of the learnable shortcut factors in ``model``: a checkpoint of
+    the released (fixed-rescale) model lacks them, and they keep their
+    initial value, which reproduces it."""
+    return tuple(name for name, _ in model.named_parameters()
+                 if name.endswith('shortcut_scales'))
 
 
 class ChannelShuffleMixin:
