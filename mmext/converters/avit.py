@@ -21,8 +21,8 @@ import re
 from typing import List, Optional, Tuple
 
 from mmext.models.backbones.avit import AViT
-from .base import (ConversionError, Converter, Rule, count_indexed,
-                   register_converter, with_prefix)
+from .base import (ConversionError, Converter, Rule, register_converter,
+                   timm_block_rules, timm_vit_shapes, with_prefix)
 
 #: gate (scale, center) of the released models
 RELEASED_GATES = {'tiny': (10., 30.), 'small': (10., 75.)}
@@ -59,24 +59,16 @@ class AViTConverter(Converter):
             'int or H W (default: the square its entries make, 224)')
 
     def infer_arch(self, state) -> dict:
-        # the number of heads leaves no trace in the shapes: a custom size
-        # gives it with --arch (the released ones are matched by the rest)
-        return dict(embed_dims=int(state['cls_token'].shape[-1]),
-                    depth=count_indexed(state, r'blocks\.'),
-                    patch_size=int(state['patch_embed.proj.weight'].shape[-1]))
+        # a custom size gives the heads with --arch (the released ones are
+        # matched by the rest)
+        return timm_vit_shapes(state)
 
     def rules(self, settings: dict, keep_head: bool) -> List[Rule]:
-        block = 'blocks.{i}.'
         rules = [
             Rule('cls_token', 'cls_token'),
             Rule('pos_embed', 'pos_embed'),
             Rule('patch_embed.proj.', 'patch_embed.projection.'),
-            Rule(block + 'norm1.', block + 'norm1.'),
-            Rule(block + 'attn.qkv.', block + 'attn.qkv.'),
-            Rule(block + 'attn.proj.', block + 'attn.proj.'),
-            Rule(block + 'norm2.', block + 'norm2.'),
-            Rule(block + 'mlp.fc1.', block + 'ffn.layers.0.0.'),
-            Rule(block + 'mlp.fc2.', block + 'ffn.layers.1.'),
+            *timm_block_rules('blocks.{i}.', 'blocks.{i}.'),
             Rule('norm.', 'norm.'),
         ]
         if not keep_head:

@@ -131,6 +131,29 @@ def fresh_out_norms(converted: Dict[str, Tensor],
     return [f'norm{i}' for i in indices if f'norm{i}.weight' not in converted]
 
 
+def timm_block_rules(official: str, ours: str,
+                     attn: str = 'attn.') -> List[Rule]:
+    """A timm ViT / Swin block (``norm1``, ``attn.qkv``, ``attn.proj``,
+    ``norm2``, ``mlp.fc1/fc2``) -> a :class:`PreNormBlock` (mmcv FFN keys);
+    ``attn`` is the prefix of our attention's projections."""
+    return [
+        Rule(official + 'norm1.', ours + 'norm1.'),
+        Rule(official + 'attn.qkv.', ours + attn + 'qkv.'),
+        Rule(official + 'attn.proj.', ours + attn + 'proj.'),
+        Rule(official + 'norm2.', ours + 'norm2.'),
+        Rule(official + 'mlp.fc1.', ours + 'ffn.layers.0.0.'),
+        Rule(official + 'mlp.fc2.', ours + 'ffn.layers.1.'),
+    ]
+
+
+def timm_vit_shapes(state: Dict[str, Tensor]) -> dict:
+    """``embed_dims``, ``depth`` and ``patch_size`` of a timm ViT state
+    dict (the number of heads leaves no trace in the shapes)."""
+    return dict(embed_dims=int(state['cls_token'].shape[-1]),
+                depth=count_indexed(state, r'blocks\.'),
+                patch_size=int(state['patch_embed.proj.weight'].shape[-1]))
+
+
 def with_prefix(rules: Sequence[Rule], prefix: str) -> List[Rule]:
     """``rules`` with ``prefix`` before every mmext target."""
     return [

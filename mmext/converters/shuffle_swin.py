@@ -17,7 +17,8 @@ from typing import List
 
 from mmext.models.backbones.shuffle_swin import ShuffleSwin
 from .base import (ConversionError, Converter, Rule, count_indexed,
-                   fresh_out_norms, register_converter, with_prefix)
+                   fresh_out_norms, register_converter, timm_block_rules,
+                   with_prefix)
 
 
 @register_converter('shuffle_swin')
@@ -45,14 +46,9 @@ class ShuffleSwinConverter(Converter):
         rules = [
             Rule('patch_embed.proj.', 'patch_embed.projection.'),
             Rule('patch_embed.norm.', 'patch_embed.norm.'),
-            Rule(block + 'norm1.', ours + 'norm1.'),
-            Rule(block + 'attn.qkv.', ours + 'attn.w_msa.qkv.'),
-            Rule(block + 'attn.proj.', ours + 'attn.w_msa.proj.'),
+            *timm_block_rules(block, ours, attn='attn.w_msa.'),
             Rule(block + 'attn.relative_position_bias_table',
                  ours + 'attn.w_msa.relative_position_bias_table'),
-            Rule(block + 'norm2.', ours + 'norm2.'),
-            Rule(block + 'mlp.fc1.', ours + 'ffn.layers.0.0.'),
-            Rule(block + 'mlp.fc2.', ours + 'ffn.layers.1.'),
             Rule(down + 'norm_1.', ours_down + 'norms.0.'),
             Rule(down + 'norm_2.', ours_down + 'norms.1.'),
             Rule(down + 'reduction_1.', ours_down + 'reductions.0.'),

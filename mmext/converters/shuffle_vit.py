@@ -16,8 +16,9 @@ import math
 from typing import List
 
 from mmext.models.backbones.shuffle_vit import ShuffleViT
-from .base import (ConversionError, Converter, Rule, count_indexed,
-                   fresh_out_norms, register_converter, with_prefix)
+from .base import (ConversionError, Converter, Rule, fresh_out_norms,
+                   register_converter, timm_block_rules, timm_vit_shapes,
+                   with_prefix)
 
 
 @register_converter('shuffle_vit')
@@ -28,23 +29,15 @@ class ShuffleViTConverter(Converter):
     head_keys = (r'head\.', )
 
     def infer_arch(self, state) -> dict:
-        return dict(embed_dims=int(state['cls_token'].shape[-1]),
-                    depth=count_indexed(state, r'blocks\.'),
-                    patch_size=int(state['patch_embed.proj.weight'].shape[-1]))
+        return timm_vit_shapes(state)
 
     def rules(self, settings: dict, keep_head: bool) -> List[Rule]:
-        block, ours = 'blocks.{i}.', 'blocks.{i}.'
         rules = [
             Rule('patch_embed.proj.', 'patch_embed.projection.'),
             Rule('cls_token', 'cls_token'),
             Rule('pos_embed', 'pos_embed'),
             Rule('embed_norm.', 'embed_norm.'),
-            Rule(block + 'norm1.', ours + 'norm1.'),
-            Rule(block + 'attn.qkv.', ours + 'attn.qkv.'),
-            Rule(block + 'attn.proj.', ours + 'attn.proj.'),
-            Rule(block + 'norm2.', ours + 'norm2.'),
-            Rule(block + 'mlp.fc1.', ours + 'ffn.layers.0.0.'),
-            Rule(block + 'mlp.fc2.', ours + 'ffn.layers.1.'),
+            *timm_block_rules('blocks.{i}.', 'blocks.{i}.'),
             Rule('norm.', 'shared_norm.'),
         ]
         if not keep_head:

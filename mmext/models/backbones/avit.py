@@ -26,13 +26,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
-from mmcv.cnn.bricks.transformer import PatchEmbed
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor
 
 from mmext.models.layers import (PreNormBlock, SelfAttention, attend,
-                                 maybe_checkpoint, resize_pos_embed,
-                                 split_heads)
+                                 build_patch_embed, maybe_checkpoint,
+                                 resize_pos_embed, split_heads)
 from mmext.registry import MODELS
 from .base import BaseBackbone
 
@@ -230,9 +229,7 @@ class AViT(BaseBackbone):
             else tuple(img_size)
         self.pos_grid = (img_size[0] // patch, img_size[1] // patch)
         # 'corner': pads the right/bottom of any input up to the patch grid
-        self.patch_embed = PatchEmbed(
-            in_channels=3, embed_dims=dims, kernel_size=patch, stride=patch,
-            padding='corner', norm_cfg=None)
+        self.patch_embed = build_patch_embed(3, dims, patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dims))
         self.pos_embed = nn.Parameter(
             torch.zeros(1, self.num_extra_tokens + math.prod(self.pos_grid),

@@ -21,6 +21,7 @@ import copy
 import re
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+import torch
 import torch.nn as nn
 from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
@@ -140,6 +141,31 @@ class BaseBackbone(BaseModule):
         """Family-specific checks of a parsed arch (raise ValueError)."""
 
     @classmethod
+    def check_hierarchical_arch(cls, settings: dict,
+                                ints: Sequence[str] = ('embed_dims', ),
+                                lists: Sequence[str] = ('depths',
+                                                        'num_heads')) -> None:
+        """Common checks of a Swin-like arch: ``ints`` positive ints,
+        ``lists`` equally long non-empty lists of positive ints."""
+        ok = all(isinstance(settings[k], int) and settings[k] > 0
+                 for k in ints)
+        ok = ok and all(
+            isinstance(settings[k], list) and settings[k] and all(
+                isinstance(n, int) and n > 0 for n in settings[k])
+            for k in lists)
+        if not ok:
+            raise ValueError(
+                f'custom {cls.__name__} arch: {", ".join(ints)} must be '
+                f'positive ints and {" / ".join(lists)} non-empty lists of '
+                f'positive ints (one per stage), got {settings}')
+        lengths = {k: len(settings[k]) for k in lists}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(
+                f'{cls.__name__} arch: ' + ', '.join(
+                    f'{k} {settings[k]}' for k in lists) +
+                ' must have the same length (one entry per stage)')
+
+    @classmethod
     def stage_depths(cls, settings: dict) -> List[int]:
         """Blocks per stage (a plain ViT: ``[1] * depth``)."""
         return list(settings['depths'])
@@ -150,6 +176,24 @@ class BaseBackbone(BaseModule):
         names = [n for n, s in cls.arch_zoo.items()
                  if cls.parse_arch(n) == settings]
         return min(names, key=len) if names else None
+
+    def drop_path_rates(self, drop_path_rate: float) -> List[List[float]]:
+        """Stochastic-depth rate of every block, rising linearly from 0 to
+        ``drop_path_rate`` over all blocks, split by stage."""
+        rates = torch.linspace(0, drop_path_rate, sum(self.depths),
+                               device='cpu').tolist()
+        starts = [sum(self.depths[:i]) for i in range(self.num_stages + 1)]
+        return [rates[a:b] for a, b in zip(starts, starts[1:])]
+
+    def check_input(self, x: Tensor) -> None:
+        """A clear error for anything but a ``(B, in_channels, H, W)``
+        batch."""
+        channels = getattr(self, 'in_channels', 3)
+        if x.dim() != 4 or x.shape[1] != channels:
+            raise ValueError(
+                f'{type(self).__name__} expects a (B, {channels}, H, W) '
+                f'tensor, got shape {tuple(x.shape)}; set in_channels to '
+                'match the input')
 
     # -- outputs ---------------------------------------------------------------
     def add_out_norms(self, channels: Sequence[int], norm_cfg: dict) -> None:

@@ -462,15 +462,13 @@ class DualViT(BaseBackbone):
         dims = self.embed_dims
         self.stem = DualViTStem(in_channels, s['stem_width'], dims[0],
                                 stem_norm_cfg)
-        dpr = torch.linspace(
-            0, drop_path_rate, sum(self.depths), device='cpu').tolist()
+        stage_rates = self.drop_path_rates(drop_path_rate)
         self.stages = nn.ModuleList()
         # stages past the last output are not built: they would hold unused
         # parameters (an error under DDP) and cost nothing to skip
         for i in range(max(self.out_indices) + 1):
-            rates = dpr[sum(self.depths[:i]):sum(self.depths[:i + 1])]
             self.stages.append(
-                self._make_stage(i, rates, layer_scale_init))
+                self._make_stage(i, stage_rates[i], layer_scale_init))
         self.freeze_stages()
 
     # -- construction ------------------------------------------------------

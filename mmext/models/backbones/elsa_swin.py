@@ -15,14 +15,14 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-from mmcv.cnn.bricks.transformer import PatchEmbed, PatchMerging
+from mmcv.cnn.bricks.transformer import PatchMerging
 from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor
 
 from mmext.ops import ELSA_IMPLS, elsa_filter
 from mmext.registry import MODELS
-from ..layers import PreNormBlock, SwinBlock
+from ..layers import PreNormBlock, SwinBlock, build_patch_embed
 from .base import BaseBackbone
 
 __all__ = ['ELSASwin', 'ELSAttention', 'ELSABlock', 'SwinBlock']
@@ -251,24 +251,17 @@ class ELSASwin(BaseBackbone):
                           proj_drop_rate=drop_rate)
         ffn_cfg = dict(mlp_ratio=mlp_ratio, drop_rate=drop_rate)
 
-        self.patch_embed = PatchEmbed(
-            in_channels=in_channels,
-            embed_dims=self.embed_dims,
-            conv_type='Conv2d',
-            kernel_size=patch_size,
-            stride=patch_size,
-            padding='corner',
-            norm_cfg=norm_cfg)
+        self.patch_embed = build_patch_embed(in_channels, self.embed_dims,
+                                             patch_size, norm_cfg)
         self.drop_after_pos = nn.Dropout(p=drop_rate)
 
-        dpr = torch.linspace(0, drop_path_rate, sum(self.depths),
-                             device='cpu').tolist()
+        stage_rates = self.drop_path_rates(drop_path_rate)
         self.stages = ModuleList()
         self.num_features = [self.embed_dims * 2**i
                              for i in range(self.num_stages)]
         for i, (depth, heads) in enumerate(zip(self.depths, self.num_heads)):
             dims = self.num_features[i]
-            rates = dpr[sum(self.depths[:i]):sum(self.depths[:i + 1])]
+            rates = stage_rates[i]
             common = dict(norm_cfg=norm_cfg, ffn_cfg=ffn_cfg, with_cp=with_cp)
             if i == self.num_stages - 1:
                 blocks = [
@@ -298,22 +291,8 @@ class ELSASwin(BaseBackbone):
 
     @classmethod
     def check_arch(cls, settings: Dict) -> None:
-        ok = all(isinstance(settings[k], int) and settings[k] > 0
-                 for k in ('embed_dims', 'group_width'))
-        for key in ('depths', 'num_heads'):
-            ok = ok and isinstance(settings[key], list) and len(
-                settings[key]) > 0 and all(
-                    isinstance(n, int) and n > 0 for n in settings[key])
-        if not ok:
-            raise ValueError(
-                'custom ELSASwin arch: embed_dims and group_width must be '
-                'positive ints and depths / num_heads non-empty lists of '
-                f'positive ints (one per stage), got {settings}')
-        if len(settings['depths']) != len(settings['num_heads']):
-            raise ValueError(
-                f'ELSASwin arch: depths {settings["depths"]} and num_heads '
-                f'{settings["num_heads"]} must have the same length (one '
-                'entry per stage)')
+        cls.check_hierarchical_arch(settings, ints=('embed_dims',
+                                                    'group_width'))
 
     @staticmethod
     def _elsa_cfg(user_cfg, group_width, qkv_bias, attn_drop_rate,
@@ -332,11 +311,7 @@ class ELSASwin(BaseBackbone):
                     attn_drop_rate=attn_drop_rate, proj_drop_rate=drop_rate)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f'ELSASwin expects a (B, {self.in_channels}, H, W) tensor, '
-                f'got shape {tuple(x.shape)}; set in_channels to match the '
-                'input')
+        self.check_input(x)
         x, hw_shape = self.patch_embed(x)
         x = self.drop_after_pos(x)
         outs = []

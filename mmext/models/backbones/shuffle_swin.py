@@ -17,12 +17,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
-from mmcv.cnn.bricks.transformer import PatchEmbed
 from mmengine.model import BaseModule, ModuleList
 from torch import Tensor
 
 from mmext.registry import MODELS
 from ..layers.blocks import SwinBlock
+from ..layers.tokens import build_patch_embed
 from ..layers.channel_shuffle import (ChannelShuffleMixin,
                                       learnable_rescale_keys)
 from .base import BaseBackbone
@@ -183,21 +183,14 @@ class ShuffleSwin(BaseBackbone):
                         pad_small_map=pad_small_map)
         ffn_cfg = dict(mlp_ratio=mlp_ratio, drop_rate=drop_rate)
 
-        self.patch_embed = PatchEmbed(
-            in_channels=in_channels,
-            embed_dims=self.embed_dims,
-            conv_type='Conv2d',
-            kernel_size=patch_size,
-            stride=patch_size,
-            padding='corner',
-            norm_cfg=norm_cfg)
+        self.patch_embed = build_patch_embed(in_channels, self.embed_dims,
+                                             patch_size, norm_cfg)
         self.drop_after_pos = nn.Dropout(p=drop_rate)
 
-        dpr = torch.linspace(0, drop_path_rate, sum(self.depths),
-                             device='cpu').tolist()
+        stage_rates = self.drop_path_rates(drop_path_rate)
         self.stages = ModuleList()
         for i, (depth, heads) in enumerate(zip(self.depths, self.num_heads)):
-            rates = dpr[sum(self.depths[:i]):sum(self.depths[:i + 1])]
+            rates = stage_rates[i]
             blocks = [
                 ShuffleSwinBlock(
                     self.num_features[i],
@@ -219,22 +212,11 @@ class ShuffleSwin(BaseBackbone):
 
     @classmethod
     def check_arch(cls, settings: Dict) -> None:
-        ok = isinstance(settings['embed_dims'], int) and \
-            settings['embed_dims'] > 0 and settings['embed_dims'] % 2 == 0
-        for key in ('depths', 'num_heads'):
-            ok = ok and isinstance(settings[key], list) and len(
-                settings[key]) > 0 and all(
-                    isinstance(n, int) and n > 0 for n in settings[key])
-        if not ok:
-            raise ValueError(
-                'custom ShuffleSwin arch: embed_dims must be a positive even '
-                'int and depths / num_heads non-empty lists of positive ints '
-                f'(one per stage), got {settings}')
-        if len(settings['depths']) != len(settings['num_heads']):
-            raise ValueError(
-                f'ShuffleSwin arch: depths {settings["depths"]} and num_heads '
-                f'{settings["num_heads"]} must have the same length (one '
-                'entry per stage)')
+        cls.check_hierarchical_arch(settings)
+        if settings['embed_dims'] % 2:
+            raise ValueError('ShuffleSwin arch: embed_dims must be even (an '
+                             'attended and an idle half), got '
+                             f'{settings["embed_dims"]}')
         for i, heads in enumerate(settings['num_heads']):
             attended = settings['embed_dims'] * 2**i // 2
             if attended % heads:
@@ -248,11 +230,7 @@ class ShuffleSwin(BaseBackbone):
             learnable_rescale_keys(self)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f'ShuffleSwin expects a (B, {self.in_channels}, H, W) tensor, '
-                f'got shape {tuple(x.shape)}; set in_channels to match the '
-                'input')
+        self.check_input(x)
         x, hw_shape = self.patch_embed(x)
         x = self.drop_after_pos(x)
         outs = []

@@ -19,7 +19,6 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn.bricks.transformer import PatchEmbed
 from mmengine.model import ModuleList
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor
@@ -30,6 +29,7 @@ from ..layers.blocks import PreNormBlock
 from ..layers.channel_shuffle import (ChannelShuffleMixin, channel_shuffle,
                                       learnable_rescale_keys)
 from ..layers.pos_embed import resize_pos_embed
+from ..layers.tokens import build_patch_embed
 from .base import BaseBackbone
 
 __all__ = ['ShuffleViT', 'ShuffleViTBlock']
@@ -138,14 +138,8 @@ class ShuffleViT(BaseBackbone):
         self.patch_grid = (img_size[0] // self.patch_size,
                            img_size[1] // self.patch_size)
 
-        self.patch_embed = PatchEmbed(
-            in_channels=in_channels,
-            embed_dims=self.embed_dims,
-            conv_type='Conv2d',
-            kernel_size=self.patch_size,
-            stride=self.patch_size,
-            padding='corner',
-            norm_cfg=None)
+        self.patch_embed = build_patch_embed(in_channels, self.embed_dims,
+                                             self.patch_size)
         num_patches = self.patch_grid[0] * self.patch_grid[1]
         self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
         self.pos_embed = nn.Parameter(
@@ -224,11 +218,7 @@ class ShuffleViT(BaseBackbone):
                             channel_shuffle(norm.bias), norm.eps)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f'ShuffleViT expects a (B, {self.in_channels}, H, W) tensor, '
-                f'got shape {tuple(x.shape)}; set in_channels to match the '
-                'input')
+        self.check_input(x)
         b = x.shape[0]
         x, hw_shape = self.patch_embed(x)
         pos = resize_pos_embed(self.pos_embed, self.patch_grid, hw_shape,

@@ -7,15 +7,15 @@ from .ffn import MLP, ConvFFN
 from .pos_embed import resize_pos_embed
 from .norm import LayerNorm2d
 from .residual import scaled_residual
-from .tokens import map_to_tokens, to_channels_last, tokens_to_map
+from .tokens import (build_patch_embed, map_to_tokens, to_channels_last,
+                     tokens_to_map)
 from .window_attention import ShiftWindowMSA, WindowMSA, relative_position_index
 
 __all__ = [
     'SelfAttention', 'attend', 'merge_heads', 'split_heads', 'PreNormBlock',
-    'ChannelShuffleMixin', 'channel_shuffle',
-    'SwinBlock', 'build_ffn', 'maybe_checkpoint', 'MLP', 'ConvFFN',
-    'LayerNorm2d',
-    'resize_pos_embed', 'scaled_residual', 'map_to_tokens',
-    'to_channels_last', 'tokens_to_map', 'ShiftWindowMSA', 'WindowMSA',
+    'ChannelShuffleMixin', 'channel_shuffle', 'SwinBlock', 'build_ffn',
+    'maybe_checkpoint', 'MLP', 'ConvFFN', 'LayerNorm2d', 'resize_pos_embed',
+    'scaled_residual', 'map_to_tokens', 'to_channels_last', 'tokens_to_map',
+    'build_patch_embed', 'ShiftWindowMSA', 'WindowMSA',
     'relative_position_index'
 ]

@@ -272,6 +272,8 @@ def test_classifier_parameter_count(arch, params):
         backbone=dict(type='mmext.AViT', arch=arch, out_type='cls_token'),
         head=dict(type='VisionTransformerClsHead', num_classes=1000,
                   in_channels=192 if arch == 'tiny' else 384))
-    with torch.device('meta'):
+    from mmengine.registry import DefaultScope
+    with torch.device('meta'), \
+            DefaultScope.overwrite_default_scope('mmpretrain'):
         model = MODELS.build(cfg)
     assert sum(p.numel() for p in model.parameters()) == params
