@@ -106,6 +106,11 @@ def _params(func) -> Optional[list]:
         return None
 
 
+#: keys of ``optim_wrapper`` that mmengine's ``build_optim_wrapper`` takes
+#: out before building the wrapper type
+_OPTIM_BUILDER_KEYS = ('constructor', 'paramwise_cfg')
+
+
 def _kwargs_targets():
     """Classes whose ``**kwargs`` go elsewhere than to a base class: the
     extra keywords that can work there (the signature is closed then)."""
@@ -239,6 +244,8 @@ def check_cfg_options(cfg: Config, options: Optional[dict],
             elif 'type' in node:
                 cls = _resolve_type(node['type'], scope)
                 args = _accepts(cls, part) if cls is not None else None
+                if where == 'optim_wrapper' and part in _OPTIM_BUILDER_KEYS:
+                    args = None  # taken by build_optim_wrapper, not the type
                 if args is not None:
                     raise ConfigError(
                         f'--cfg-options {key}: {config_name} has no key '

@@ -90,7 +90,9 @@ def test_keep_head_classifier_gives_official_logits(golden, tmp_path,
     cfg = json.loads(out[out.index('{'):])
     assert cfg['backbone']['gate_scale'] == golden['gate_scale'] == 4.
     assert cfg['backbone']['gate_center'] == golden['gate_center'] == 2.
-    model = MODELS.build(cfg)
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(cfg)
     model.load_state_dict(torch.load(dst, weights_only=True)['state_dict'])
     model = model.double().eval()
     with torch.no_grad():

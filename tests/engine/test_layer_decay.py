@@ -185,3 +185,21 @@ def test_clear_errors():
         LayerDecayOptimWrapperConstructor(
             dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=1.)),
             dict(layer_decay_rate=0.9))
+
+
+def test_switched_on_from_the_command_line():
+    """``--cfg-options optim_wrapper.constructor=... paramwise_cfg...``
+    passes the unknown-key check (build_optim_wrapper takes those keys),
+    while a typo next to them is still refused."""
+    import os.path as osp
+
+    from mmext.utils.config_check import ConfigError, check_cfg_options, \
+        load_config
+    repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    cfg = load_config(osp.join(repo, 'configs/detection/'
+                               'dualvit_s_maskrcnn_1x.py'))
+    check_cfg_options(cfg, {
+        'optim_wrapper.constructor': 'mmext.LayerDecayOptimWrapperConstructor',
+        'optim_wrapper.paramwise_cfg.layer_decay_rate': 0.8})
+    with pytest.raises(ConfigError, match='constructr'):
+        check_cfg_options(cfg, {'optim_wrapper.constructr': 'x'})
