@@ -22,7 +22,7 @@ from typing import List, Optional, Tuple
 
 from mmext.models.backbones.avit import AViT
 from .base import (ConversionError, Converter, Rule, register_converter,
-                   timm_block_rules, timm_vit_shapes, with_prefix)
+                   timm_vit_rules, timm_vit_shapes, with_prefix)
 
 #: gate (scale, center) of the released models
 RELEASED_GATES = {'tiny': (10., 30.), 'small': (10., 75.)}
@@ -64,13 +64,7 @@ class AViTConverter(Converter):
         return timm_vit_shapes(state)
 
     def rules(self, settings: dict, keep_head: bool) -> List[Rule]:
-        rules = [
-            Rule('cls_token', 'cls_token'),
-            Rule('pos_embed', 'pos_embed'),
-            Rule('patch_embed.proj.', 'patch_embed.projection.'),
-            *timm_block_rules('blocks.{i}.', 'blocks.{i}.'),
-            Rule('norm.', 'norm.'),
-        ]
+        rules = timm_vit_rules() + [Rule('norm.', 'norm.')]
         if not keep_head:
             return rules
         return with_prefix(rules, 'backbone.') + [

@@ -146,6 +146,16 @@ def timm_block_rules(official: str, ours: str,
     ]
 
 
+def timm_vit_rules() -> List[Rule]:
+    """A timm ViT's embeddings and blocks -> mmext's plain-ViT keys."""
+    return [
+        Rule('cls_token', 'cls_token'),
+        Rule('pos_embed', 'pos_embed'),
+        Rule('patch_embed.proj.', 'patch_embed.projection.'),
+        *timm_block_rules('blocks.{i}.', 'blocks.{i}.'),
+    ]
+
+
 def timm_vit_shapes(state: Dict[str, Tensor]) -> dict:
     """``embed_dims``, ``depth`` and ``patch_size`` of a timm ViT state
     dict (the number of heads leaves no trace in the shapes)."""

@@ -17,7 +17,7 @@ from typing import List
 
 from mmext.models.backbones.shuffle_vit import ShuffleViT
 from .base import (ConversionError, Converter, Rule, fresh_out_norms,
-                   register_converter, timm_block_rules, timm_vit_shapes,
+                   register_converter, timm_vit_rules, timm_vit_shapes,
                    with_prefix)
 
 
@@ -32,12 +32,8 @@ class ShuffleViTConverter(Converter):
         return timm_vit_shapes(state)
 
     def rules(self, settings: dict, keep_head: bool) -> List[Rule]:
-        rules = [
-            Rule('patch_embed.proj.', 'patch_embed.projection.'),
-            Rule('cls_token', 'cls_token'),
-            Rule('pos_embed', 'pos_embed'),
+        rules = timm_vit_rules() + [
             Rule('embed_norm.', 'embed_norm.'),
-            *timm_block_rules('blocks.{i}.', 'blocks.{i}.'),
             Rule('norm.', 'shared_norm.'),
         ]
         if not keep_head:

@@ -185,6 +185,21 @@ class BaseBackbone(BaseModule):
         starts = [sum(self.depths[:i]) for i in range(self.num_stages + 1)]
         return [rates[a:b] for a, b in zip(starts, starts[1:])]
 
+    def build_swin_stem(self, in_channels: int, patch_size: int,
+                        norm_cfg: dict, drop_rate: float) -> None:
+        """What the Swin-like families share before their stages: widths
+        (``embed_dims`` doubling per stage), a padded patch embedding and
+        the dropout after it."""
+        from ..layers import build_patch_embed
+        self.embed_dims = self.arch_settings['embed_dims']
+        self.num_heads = self.arch_settings['num_heads']
+        self.in_channels = in_channels
+        self.num_features = [self.embed_dims * 2**i
+                             for i in range(self.num_stages)]
+        self.patch_embed = build_patch_embed(in_channels, self.embed_dims,
+                                             patch_size, norm_cfg)
+        self.drop_after_pos = nn.Dropout(p=drop_rate)
+
     def check_input(self, x: Tensor) -> None:
         """A clear error for anything but a ``(B, in_channels, H, W)``
         batch."""

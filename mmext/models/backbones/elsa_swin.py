@@ -22,7 +22,7 @@ from torch import Tensor
 
 from mmext.ops import ELSA_IMPLS, elsa_filter
 from mmext.registry import MODELS
-from ..layers import PreNormBlock, SwinBlock, build_patch_embed
+from ..layers import PreNormBlock, SwinBlock
 from .base import BaseBackbone
 
 __all__ = ['ELSASwin', 'ELSAttention', 'ELSABlock', 'SwinBlock']
@@ -147,20 +147,17 @@ class ELSAttention(BaseModule):
 
 class ELSABlock(PreNormBlock):
     """ELSA block on ``(B, H * W, C)`` tokens; ``attn_cfg`` holds the
-    :class:`ELSAttention` options."""
+    :class:`ELSAttention` options, the other keywords are those of
+    :class:`~mmext.models.layers.PreNormBlock`."""
 
     def __init__(self,
                  embed_dims: int,
                  num_heads: int,
                  attn_cfg: Optional[dict] = None,
-                 ffn_cfg: Optional[dict] = None,
-                 drop_path_rate: float = 0.,
-                 norm_cfg: Dict = dict(type='LN'),
-                 with_cp: bool = False,
-                 init_cfg=None):
+                 **block_kwargs):
         super().__init__(
             embed_dims, ELSAttention(embed_dims, num_heads, **(attn_cfg or {})),
-            ffn_cfg, drop_path_rate, norm_cfg, with_cp, init_cfg)
+            **block_kwargs)
 
 
 class ELSASwinStage(BaseModule):
@@ -240,25 +237,17 @@ class ELSASwin(BaseBackbone):
                  init_cfg=None):
         super().__init__(arch, out_indices, frozen_stages, norm_eval, with_cp,
                          init_cfg)
-        s = self.arch_settings
-        self.embed_dims = s['embed_dims']
-        self.num_heads = s['num_heads']
-        self.in_channels = in_channels
-        elsa_cfg = self._elsa_cfg(elsa_cfg, s['group_width'], qkv_bias,
+        self.build_swin_stem(in_channels, patch_size, norm_cfg, drop_rate)
+        elsa_cfg = self._elsa_cfg(elsa_cfg,
+                                  self.arch_settings['group_width'], qkv_bias,
                                   attn_drop_rate, drop_rate)
         window_cfg = dict(window_size=window_size, qkv_bias=qkv_bias,
                           qk_scale=qk_scale, attn_drop_rate=attn_drop_rate,
                           proj_drop_rate=drop_rate)
         ffn_cfg = dict(mlp_ratio=mlp_ratio, drop_rate=drop_rate)
 
-        self.patch_embed = build_patch_embed(in_channels, self.embed_dims,
-                                             patch_size, norm_cfg)
-        self.drop_after_pos = nn.Dropout(p=drop_rate)
-
         stage_rates = self.drop_path_rates(drop_path_rate)
         self.stages = ModuleList()
-        self.num_features = [self.embed_dims * 2**i
-                             for i in range(self.num_stages)]
         for i, (depth, heads) in enumerate(zip(self.depths, self.num_heads)):
             dims = self.num_features[i]
             rates = stage_rates[i]

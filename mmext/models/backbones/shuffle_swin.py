@@ -22,7 +22,6 @@ from torch import Tensor
 
 from mmext.registry import MODELS
 from ..layers.blocks import SwinBlock
-from ..layers.tokens import build_patch_embed
 from ..layers.channel_shuffle import (ChannelShuffleMixin,
                                       learnable_rescale_keys)
 from .base import BaseBackbone
@@ -45,16 +44,9 @@ class ShuffleSwinBlock(ChannelShuffleMixin, SwinBlock):
     def __init__(self,
                  embed_dims: int,
                  num_heads: int,
-                 shift: bool = False,
                  rescale: Optional[str] = 'fixed',
-                 attn_cfg: Optional[dict] = None,
-                 ffn_cfg: Optional[dict] = None,
-                 drop_path_rate: float = 0.,
-                 norm_cfg: dict = dict(type='LN'),
-                 with_cp: bool = False,
-                 init_cfg=None):
-        super().__init__(embed_dims // 2, num_heads, shift, attn_cfg, ffn_cfg,
-                         drop_path_rate, norm_cfg, with_cp, init_cfg)
+                 **swin_block_kwargs):
+        super().__init__(embed_dims // 2, num_heads, **swin_block_kwargs)
         self.init_rescale(rescale, 0.5)
 
 
@@ -171,21 +163,12 @@ class ShuffleSwin(BaseBackbone):
                  init_cfg=None):
         super().__init__(arch, out_indices, frozen_stages, norm_eval, with_cp,
                          init_cfg)
-        s = self.arch_settings
-        self.embed_dims = s['embed_dims']
-        self.num_heads = s['num_heads']
-        self.in_channels = in_channels
-        self.num_features = [self.embed_dims * 2**i
-                             for i in range(self.num_stages)]
+        self.build_swin_stem(in_channels, patch_size, norm_cfg, drop_rate)
         attn_cfg = dict(window_size=window_size, qkv_bias=qkv_bias,
                         qk_scale=qk_scale, attn_drop_rate=attn_drop_rate,
                         proj_drop_rate=drop_rate,
                         pad_small_map=pad_small_map)
         ffn_cfg = dict(mlp_ratio=mlp_ratio, drop_rate=drop_rate)
-
-        self.patch_embed = build_patch_embed(in_channels, self.embed_dims,
-                                             patch_size, norm_cfg)
-        self.drop_after_pos = nn.Dropout(p=drop_rate)
 
         stage_rates = self.drop_path_rates(drop_path_rate)
         self.stages = ModuleList()

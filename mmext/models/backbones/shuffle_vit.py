@@ -46,14 +46,11 @@ class ShuffleViTBlock(ChannelShuffleMixin, PreNormBlock):
                  num_heads: int,
                  qkv_bias: bool = True,
                  rescale: Optional[str] = None,
-                 ffn_cfg: Optional[dict] = None,
-                 drop_path_rate: float = 0.,
                  norm_cfg: dict = dict(type='LN', eps=1e-6),
-                 with_cp: bool = False,
-                 init_cfg=None):
+                 **block_kwargs):
         half = embed_dims // 2
         super().__init__(half, SelfAttention(half, num_heads, qkv_bias),
-                         ffn_cfg, drop_path_rate, norm_cfg, with_cp, init_cfg)
+                         norm_cfg=norm_cfg, **block_kwargs)
         self.init_rescale(rescale, 1.)
 
     def _mix(self, x: Tensor, hw_shape) -> Tensor:
