@@ -23,24 +23,9 @@ import time
 
 import torch
 
+from mmext.utils.benchmarking import reset_peak_rss, rss_kb
+
 IMPLS = ('pytorch', 'unfold', 'carafe')
-
-
-def _status_bytes(field: str) -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f'no {field} in /proc/self/status')
-
-
-def _reset_peak() -> bool:
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        return True
-    except OSError:
-        return False
 
 
 def worker(args) -> dict:
@@ -78,8 +63,8 @@ def worker(args) -> dict:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        reset = _reset_peak()
-        base = _status_bytes('VmRSS')
+        reset = reset_peak_rss()
+        base = rss_kb('VmRSS') * 1024
     step()  # warm-up (also reaches the peak)
     times = []
     for _ in range(args.repeat):
@@ -89,7 +74,7 @@ def worker(args) -> dict:
     if dev.type == 'cuda':
         peak = torch.cuda.max_memory_allocated() - base
     elif reset:
-        peak = _status_bytes('VmHWM') - base
+        peak = rss_kb('VmHWM') * 1024 - base
     else:  # no clear_refs: lifetime peak
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 \
             - base

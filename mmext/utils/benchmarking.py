@@ -15,7 +15,8 @@ from .fileio import atomic_write
 from .model_spec import build_model, training_step
 
 
-def _rss_kb(field: str) -> int:
+def rss_kb(field: str) -> int:
+    """A ``/proc/self/status`` field in kB (0 where there is none)."""
     with open('/proc/self/status') as f:
         for line in f:
             if line.startswith(field + ':'):
@@ -60,7 +61,7 @@ def run_worker(spec: dict) -> dict:
         base = torch.cuda.memory_allocated(device)
     else:
         hwm_reset = reset_peak_rss()
-        base = _rss_kb('VmRSS') * 1024
+        base = rss_kb('VmRSS') * 1024
 
     for _ in range(spec['warmup']):
         step()
@@ -75,7 +76,7 @@ def run_worker(spec: dict) -> dict:
         peak = torch.cuda.max_memory_allocated(device)
         mem_method = 'torch.cuda.max_memory_allocated'
     elif hwm_reset:
-        peak = _rss_kb('VmHWM') * 1024
+        peak = rss_kb('VmHWM') * 1024
         mem_method = 'VmHWM after clear_refs reset'
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
