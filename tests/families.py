@@ -7,15 +7,14 @@ converter contract test (``tests/converters/test_contract.py``).
 from typing import NamedTuple, Optional, Tuple
 
 
-
 class Family(NamedTuple):
-    type: str                     #: registry name (scope ``mmext``)
-    arch: dict                    #: a tiny arch (same code path, small dims)
-    channels: Tuple[int, ...]     #: output channels of each stage
-    strides: Tuple[int, ...]      #: output stride of each stage
+    type: str  #: registry name (scope ``mmext``)
+    arch: dict  #: a tiny arch (same code path, small dims)
+    channels: Tuple[int, ...]  #: output channels of each stage
+    strides: Tuple[int, ...]  #: output stride of each stage
     converter: Optional[str] = None
     kwargs: Optional[dict] = None  #: constructor arguments of the tests
-    min_size: int = 32             #: smallest input side the tests use
+    min_size: int = 32  #: smallest input side the tests use
 
     @property
     def id(self) -> str:
@@ -24,7 +23,8 @@ class Family(NamedTuple):
     def build(self, **kwargs):
         import mmext.models  # noqa: F401
         from mmext.registry import MODELS
-        cfg = dict(type=f'mmext.{self.type}', arch=self.arch,
+        cfg = dict(type=f'mmext.{self.type}',
+                   arch=self.arch,
                    drop_path_rate=0.)
         cfg.update(self.kwargs or {})
         cfg.update(kwargs)
@@ -34,13 +34,18 @@ class Family(NamedTuple):
 #: distinct widths per stage (catches mix-ups), two blocks in stage 2 (the
 #: odd block uses mlp_ratio - 1) and in stage 3 (a merge block before the
 #: last one)
-DUALVIT_TINY = dict(stem_width=8, embed_dims=[8, 16, 24, 32],
-                    num_heads=[1, 2, 2, 2], mlp_ratios=[2, 2, 3, 2],
+DUALVIT_TINY = dict(stem_width=8,
+                    embed_dims=[8, 16, 24, 32],
+                    num_heads=[1, 2, 2, 2],
+                    mlp_ratios=[2, 2, 3, 2],
                     depths=[1, 2, 2, 2])
-ELSA_TINY = dict(embed_dims=8, depths=[1, 1, 1, 2], num_heads=[1, 2, 2, 4],
+ELSA_TINY = dict(embed_dims=8,
+                 depths=[1, 1, 1, 2],
+                 num_heads=[1, 2, 2, 4],
                  group_width=4)
 
-SHUFFLE_SWIN_TINY = dict(embed_dims=8, depths=[2, 2, 2, 2],
+SHUFFLE_SWIN_TINY = dict(embed_dims=8,
+                         depths=[2, 2, 2, 2],
                          num_heads=[1, 1, 2, 2])
 SHUFFLE_VIT_TINY = dict(embed_dims=32, depth=3, num_heads=2, patch_size=8)
 

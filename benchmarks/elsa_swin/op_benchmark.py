@@ -9,7 +9,8 @@ included.
 
 Example (the README numbers)::
 
-    python benchmarks/elsa_swin/op_benchmark.py --shape 1 96 200 336 --heads 3 \
+    python benchmarks/elsa_swin/op_benchmark.py --shape 1 96 200 336 \
+        --heads 3 \
         --out benchmarks/elsa_swin/op_cpu.json
 """
 import argparse
@@ -41,9 +42,11 @@ def worker(args) -> dict:
     attn = attn.reshape(B, G * K * K, H, W).requires_grad_(need_grad)
     ghost = (torch.randn(C, K, K, device=dev) * .02).requires_grad_(need_grad)
     if args.impl == 'unfold':
+
         def fn():
             return elsa_filter_unfold(v, attn, ghost, kernel_size=K)
     else:
+
         def fn():
             return elsa_filter(v, attn, ghost, kernel_size=K, impl=args.impl)
 
@@ -91,16 +94,23 @@ def worker(args) -> dict:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--shape', type=int, nargs=4, default=[1, 96, 200, 336],
+    p.add_argument('--shape',
+                   type=int,
+                   nargs=4,
+                   default=[1, 96, 200, 336],
                    metavar=('B', 'C', 'H', 'W'))
     p.add_argument('--heads', type=int, default=3)
     p.add_argument('--kernel', type=int, default=7)
     p.add_argument('--device', default='cpu')
-    p.add_argument('--threads', type=int, default=1,
+    p.add_argument('--threads',
+                   type=int,
+                   default=1,
                    help='torch CPU threads (default 1)')
     p.add_argument('--repeat', type=int, default=5)
     p.add_argument('--impls', nargs='+', default=None, choices=IMPLS)
-    p.add_argument('--modes', nargs='+', default=['fwd', 'fwd+bwd'],
+    p.add_argument('--modes',
+                   nargs='+',
+                   default=['fwd', 'fwd+bwd'],
                    choices=['fwd', 'fwd+bwd'])
     p.add_argument('--out', default=None, help='write results as JSON')
     p.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
@@ -110,17 +120,20 @@ def main():
     if args.worker:
         print(json.dumps(worker(args)))
         return
-    impls = args.impls or (['pytorch', 'unfold', 'carafe']
-                           if args.device.startswith('cuda') else
-                           ['pytorch', 'unfold'])
+    impls = args.impls or ([
+        'pytorch', 'unfold', 'carafe'
+    ] if args.device.startswith('cuda') else ['pytorch', 'unfold'])
     rows = []
     for mode in args.modes:
         for impl in impls:
-            cmd = [sys.executable, __file__, '--worker', '--impl', impl,
-                   '--mode', mode, '--device', args.device, '--threads',
-                   str(args.threads), '--repeat', str(args.repeat),
-                   '--heads', str(args.heads), '--kernel', str(args.kernel),
-                   '--shape', *map(str, args.shape)]
+            cmd = [
+                sys.executable, __file__, '--worker', '--impl', impl, '--mode',
+                mode, '--device', args.device, '--threads',
+                str(args.threads), '--repeat',
+                str(args.repeat), '--heads',
+                str(args.heads), '--kernel',
+                str(args.kernel), '--shape', *map(str, args.shape)
+            ]
             res = subprocess.run(cmd, capture_output=True, text=True)
             if res.returncode != 0:
                 raise SystemExit(f'{impl}/{mode} failed:\n{res.stderr}')
@@ -130,11 +143,15 @@ def main():
                   f"peak +{row['peak_extra_mib']:8.1f} MiB "
                   f"({row['peak_extra_mib'] / row['v_mib']:.1f}x v)")
     if args.out:
-        meta = dict(
-            shape=args.shape, heads=args.heads, kernel=args.kernel,
-            device=args.device, threads=args.threads, repeat=args.repeat,
-            torch=torch.__version__, cpu=platform.processor() or
-            platform.machine(), cores=os.cpu_count())
+        meta = dict(shape=args.shape,
+                    heads=args.heads,
+                    kernel=args.kernel,
+                    device=args.device,
+                    threads=args.threads,
+                    repeat=args.repeat,
+                    torch=torch.__version__,
+                    cpu=platform.processor() or platform.machine(),
+                    cores=os.cpu_count())
         with open(args.out, 'w') as f:
             json.dump(dict(meta=meta, results=rows), f, indent=2)
         print(f'wrote {args.out}')

@@ -47,14 +47,19 @@ class AViTConverter(Converter):
     @classmethod
     def add_arguments(cls, parser) -> None:
         parser.add_argument(
-            '--gate-scale', type=float,
+            '--gate-scale',
+            type=float,
             help='halting gate scale (default: from a file name like '
             'tiny-10-30.pth, else the released value of the size)')
         parser.add_argument(
-            '--gate-center', type=float,
+            '--gate-center',
+            type=float,
             help='halting gate center (same defaults; tiny 30, small 75)')
         parser.add_argument(
-            '--img-size', type=int, nargs='+', metavar='SIZE',
+            '--img-size',
+            type=int,
+            nargs='+',
+            metavar='SIZE',
             help='input size the position embedding was trained at: one '
             'int or H W (default: the square its entries make, 224)')
 
@@ -67,14 +72,15 @@ class AViTConverter(Converter):
         rules = timm_vit_rules() + [Rule('norm.', 'norm.')]
         if not keep_head:
             return rules
-        return with_prefix(rules, 'backbone.') + [
-            Rule('head.', 'head.layers.head.')
-        ]
+        return with_prefix(rules,
+                           'backbone.') + [Rule('head.', 'head.layers.head.')]
 
     def extra_meta(self, state, converted, settings, keep_head) -> dict:
         scale, center, source = self._gates(settings)
         return dict(img_size=self._img_size(state, settings),
-                    gate_scale=scale, gate_center=center, gate_source=source)
+                    gate_scale=scale,
+                    gate_center=center,
+                    gate_source=source)
 
     def _img_size(self, state, settings) -> Tuple[int, int]:
         """Input size of the position embedding: ``--img-size``, else the
@@ -119,15 +125,17 @@ class AViTConverter(Converter):
                 float(fallback[1] if center is None else center), source)
 
     def backbone_kwargs(self, meta: dict) -> dict:
-        return dict(img_size=list(meta['img_size']), gate_scale=meta['gate_scale'],
+        return dict(img_size=list(meta['img_size']),
+                    gate_scale=meta['gate_scale'],
                     gate_center=meta['gate_center'])
 
     def classifier_cfg(self, arch, num_classes: int, meta: dict) -> dict:
         settings = AViT.parse_arch(arch)
-        return dict(
-            type='ImageClassifier',
-            backbone=dict(type='mmext.AViT', arch=arch, out_type='cls_token',
-                          **self.backbone_kwargs(meta)),
-            head=dict(type='VisionTransformerClsHead',
-                      num_classes=num_classes,
-                      in_channels=settings['embed_dims']))
+        return dict(type='ImageClassifier',
+                    backbone=dict(type='mmext.AViT',
+                                  arch=arch,
+                                  out_type='cls_token',
+                                  **self.backbone_kwargs(meta)),
+                    head=dict(type='VisionTransformerClsHead',
+                              num_classes=num_classes,
+                              in_channels=settings['embed_dims']))

@@ -112,8 +112,10 @@ def _targets(rule: Rule) -> Tuple[str, ...]:
 def count_indexed(state: Dict[str, Tensor], prefix: str) -> int:
     """How many ``{prefix}N.`` groups ``state`` has (``prefix`` is a regex),
     checking that they are numbered ``0..n-1`` without gaps."""
-    ids = {int(m.group(1)) for k in state
-           if (m := re.match(rf'{prefix}(\d+)\.', k))}
+    ids = {
+        int(m.group(1))
+        for k in state if (m := re.match(rf'{prefix}(\d+)\.', k))
+    }
     if not ids or ids != set(range(max(ids) + 1)):
         raise ConversionError(
             f'{prefix.replace(chr(92), "")}N: missing or not numbered '
@@ -131,7 +133,8 @@ def fresh_out_norms(converted: Dict[str, Tensor],
     return [f'norm{i}' for i in indices if f'norm{i}.weight' not in converted]
 
 
-def timm_block_rules(official: str, ours: str,
+def timm_block_rules(official: str,
+                     ours: str,
                      attn: str = 'attn.') -> List[Rule]:
     """A timm ViT / Swin block (``norm1``, ``attn.qkv``, ``attn.proj``,
     ``norm2``, ``mlp.fc1/fc2``) -> a :class:`PreNormBlock` (mmcv FFN keys);
@@ -167,9 +170,11 @@ def timm_vit_shapes(state: Dict[str, Tensor]) -> dict:
 def with_prefix(rules: Sequence[Rule], prefix: str) -> List[Rule]:
     """``rules`` with ``prefix`` before every mmext target."""
     return [
-        Rule(r.official, tuple(prefix + t for t in _targets(r))
-             if isinstance(r.mmext, tuple) else prefix + r.mmext,
-             r.transform) for r in rules
+        Rule(
+            r.official,
+            tuple(prefix + t for t in _targets(r)) if isinstance(
+                r.mmext, tuple) else prefix + r.mmext, r.transform)
+        for r in rules
     ]
 
 
@@ -225,7 +230,7 @@ class Converter:
     def add_arguments(cls, parser) -> None:
         """Family options of ``tools/convert_imagenet.py NAME``."""
 
-    # -- what a family declares ------------------------------------------------
+    # -- what a family declares -----------------------------------------------
     def infer_arch(self, state: Dict[str, Tensor]) -> dict:
         """Arch settings readable from the shapes (a subset of the keys is
         fine: the rest must then come from ``--arch``)."""
@@ -252,9 +257,9 @@ class Converter:
     def num_classes(self, state: Dict[str, Tensor]) -> int:
         return int(state['head.weight'].shape[0])
 
-    def extra_meta(self, state: Dict[str, Tensor],
-                   converted: Dict[str, Tensor], settings: dict,
-                   keep_head: bool) -> dict:
+    def extra_meta(self, state: Dict[str, Tensor], converted: Dict[str,
+                                                                   Tensor],
+                   settings: dict, keep_head: bool) -> dict:
         """Family facts to store in ``meta`` (read by backbone_kwargs)."""
         return {}
 
@@ -263,15 +268,18 @@ class Converter:
         the output norms listed in ``meta['fresh_out_norms']``."""
         return tuple(n + '.' for n in meta.get('fresh_out_norms', ()))
 
-    # -- reading ---------------------------------------------------------------
-    def official_subset(self, state: Dict[str, Tensor]
-                        ) -> Tuple[Dict[str, Tensor], List[str]]:
+    # -- reading --------------------------------------------------------------
+    def official_subset(
+            self, state: Dict[str,
+                              Tensor]) -> Tuple[Dict[str, Tensor], List[str]]:
         """The family's keys (under ``backbone.`` in a downstream model)
         and the other keys; refuses converted and foreign checkpoints."""
         if all(k in state for k in self.signature):
             return state, []
-        inner = {k[9:]: v for k, v in state.items()
-                 if k.startswith('backbone.')}
+        inner = {
+            k[9:]: v
+            for k, v in state.items() if k.startswith('backbone.')
+        }
         if inner and all(k in inner for k in self.signature):
             return inner, [k for k in state if not k.startswith('backbone.')]
         if self._is_converted(inner or state):
@@ -293,8 +301,9 @@ class Converter:
         keys = {k[9:] if k.startswith('backbone.') else k for k in state}
         return len(keys & expected) >= 0.5 * len(keys)
 
-    def resolve_arch(self, found: dict, arch=None) -> Tuple[Optional[str],
-                                                           dict]:
+    def resolve_arch(self,
+                     found: dict,
+                     arch=None) -> Tuple[Optional[str], dict]:
         """``(zoo name or None, settings)`` for shapes ``found``; ``arch``
         (name or dict) is checked against them."""
         zoo = self.backbone
@@ -317,17 +326,21 @@ class Converter:
             settings = zoo.parse_arch(arch)
         except (TypeError, ValueError) as err:
             raise ConversionError(f'--arch: {err}') from None
-        wrong = {k: (settings[k], v) for k, v in found.items()
-                 if settings[k] != v}
+        wrong = {
+            k: (settings[k], v)
+            for k, v in found.items() if settings[k] != v
+        }
         if wrong:
             raise ConversionError(
-                'the checkpoint does not fit the given arch: ' + '; '.join(
-                    f'{k}: arch {a}, checkpoint {c}'
-                    for k, (a, c) in wrong.items()))
+                'the checkpoint does not fit the given arch: ' +
+                '; '.join(f'{k}: arch {a}, checkpoint {c}'
+                          for k, (a, c) in wrong.items()))
         return zoo.arch_name(settings), settings
 
-    # -- converting ------------------------------------------------------------
-    def convert(self, state: Dict[str, Tensor], keep_head: bool = False,
+    # -- converting -----------------------------------------------------------
+    def convert(self,
+                state: Dict[str, Tensor],
+                keep_head: bool = False,
                 arch=None) -> Tuple[Dict[str, Tensor], dict, List[str]]:
         """Official state dict -> ``(mmext state dict, meta, dropped)``."""
         official, dropped = self.official_subset(state)
@@ -339,8 +352,8 @@ class Converter:
         name, settings = self.resolve_arch(found, arch)
         head_keys = self.head_key_patterns(settings)
         is_head = re.compile('|'.join(head_keys)) if head_keys else None
-        if keep_head and not (is_head and any(
-                is_head.match(k) for k in official)):
+        if keep_head and not (is_head
+                              and any(is_head.match(k) for k in official)):
             raise ConversionError(
                 'keep_head: this checkpoint has no classifier head (it is a '
                 'detection/segmentation backbone); convert without '
@@ -373,14 +386,15 @@ class Converter:
             else:
                 raise ConversionError(f'{target}: found only part of a fused '
                                       f'projection ({sorted(pieces)})')
-        meta = dict(converter=self.name, arch=name, arch_settings=settings,
+        meta = dict(converter=self.name,
+                    arch=name,
+                    arch_settings=settings,
                     layout='classifier' if keep_head else 'backbone')
-        meta.update(self.extra_meta(official, converted, settings,
-                                    keep_head))
+        meta.update(self.extra_meta(official, converted, settings, keep_head))
         if keep_head:
             meta['num_classes'] = self.num_classes(official)
-            meta['model_cfg'] = self.classifier_cfg(
-                name or settings, meta['num_classes'], meta)
+            meta['model_cfg'] = self.classifier_cfg(name or settings,
+                                                    meta['num_classes'], meta)
         return converted, meta, dropped
 
     @staticmethod
@@ -404,7 +418,7 @@ class Converter:
             return True
         return False
 
-    # -- checking ----------------------------------------------------------------
+    # -- checking -------------------------------------------------------------
     def build_target(self, meta: dict) -> nn.Module:
         """The module a converted state dict is meant for (on the current
         default device): the backbone, or the mmpretrain classifier."""
@@ -429,20 +443,27 @@ class Converter:
                          if not (fresh and k.startswith(fresh))
                          and not k.endswith('.num_batches_tracked'))
         unexpected = sorted(converted.keys() - expected.keys())
-        wrong = [f'{k} {tuple(v.shape)} vs {tuple(expected[k])}'
-                 for k, v in converted.items()
-                 if k in expected and v.shape != expected[k]]
-        problems = [f'{what} {keys[:8]}' for what, keys in
-                    (('missing', missing), ('unexpected', unexpected),
-                     ('shape mismatch', wrong)) if keys]
+        wrong = [
+            f'{k} {tuple(v.shape)} vs {tuple(expected[k])}'
+            for k, v in converted.items()
+            if k in expected and v.shape != expected[k]
+        ]
+        problems = [
+            f'{what} {keys[:8]}'
+            for what, keys in (('missing', missing),
+                               ('unexpected', unexpected), ('shape mismatch',
+                                                            wrong)) if keys
+        ]
         if problems:
             raise ConversionError(
                 f'converted checkpoint does not match {self.backbone.__name__}'
                 f' arch {meta["arch"] or meta["arch_settings"]} '
                 f'({meta["layout"]}): ' + '; '.join(problems))
 
-    # -- the inverse (tests, export) ---------------------------------------------
-    def to_official(self, converted: Dict[str, Tensor], settings: dict,
+    # -- the inverse (tests, export) ------------------------------------------
+    def to_official(self,
+                    converted: Dict[str, Tensor],
+                    settings: dict,
                     keep_head: bool = False) -> Dict[str, Tensor]:
         """mmext state dict -> official keys, by running :meth:`rules`
         backwards (fused targets are split again)."""

@@ -82,25 +82,33 @@ class DualViTConverter(Converter):
             rf'block{NUM_STAGES}\.{last}\.mlp\.fc_proxy\.', )
 
     def infer_arch(self, state) -> dict:
-        dims = [state[f'patch_embed{i + 1}.norm.weight'].shape[0]
-                for i in range(NUM_STAGES)]
-        depths = [count_indexed(state, rf'block{i + 1}\.')
-                  for i in range(NUM_STAGES)]
+        dims = [
+            state[f'patch_embed{i + 1}.norm.weight'].shape[0]
+            for i in range(NUM_STAGES)
+        ]
+        depths = [
+            count_indexed(state, rf'block{i + 1}\.') for i in range(NUM_STAGES)
+        ]
         ratios = []
         for i in range(NUM_STAGES):
             ratio = state[f'block{i + 1}.0.mlp.fc1.weight'].shape[0] / dims[i]
             ratios.append(int(ratio) if ratio == int(ratio) else ratio)
         return dict(stem_width=state['patch_embed1.conv.0.weight'].shape[0],
-                    embed_dims=dims, mlp_ratios=ratios, depths=depths)
+                    embed_dims=dims,
+                    mlp_ratios=ratios,
+                    depths=depths)
 
     def rules(self, settings: dict, keep_head: bool) -> List[Rule]:
         rules = [Rule('q', 'stages.0.semantic_embed.queries')]
-        rules += [Rule(o, 'stages.0.semantic_embed.' + m)
-                  for o, m in _SEMANTIC_INIT.items()]
+        rules += [
+            Rule(o, 'stages.0.semantic_embed.' + m)
+            for o, m in _SEMANTIC_INIT.items()
+        ]
         for idx in (0, 1, 3, 4, 6, 7):  # conv, BN, ReLU per stem layer
             part = 'conv' if idx % 3 == 0 else 'norm'
-            rules.append(Rule(f'patch_embed1.conv.{idx}.',
-                              f'stem.convs.{idx // 3}.{part}.'))
+            rules.append(
+                Rule(f'patch_embed1.conv.{idx}.',
+                     f'stem.convs.{idx // 3}.{part}.'))
         rules += [
             Rule('patch_embed1.proj.', 'stem.proj.'),
             Rule('patch_embed1.norm.', 'stem.norm.'),
@@ -113,17 +121,21 @@ class DualViTConverter(Converter):
             Rule('norm_proxy{s+1}.', 'stages.{s}.semantic_norm.'),
         ]
         block = 'stages.{s}.blocks.{b}.'
-        rules += [Rule('block{s+1}.{b}.' + o, block + m)
-                  for o, m in _BLOCK.items()]
+        rules += [
+            Rule('block{s+1}.{b}.' + o, block + m) for o, m in _BLOCK.items()
+        ]
         for s in range(NUM_STAGES):
-            src, dst = f'block{s + 1}.{{b}}.attn.', f'stages.{s}.blocks.{{b}}.attn.'
+            src = f'block{s + 1}.{{b}}.attn.'
+            dst = f'stages.{s}.blocks.{{b}}.attn.'
             if s < DualViT.num_dual_stages:
                 rules += [
                     Rule(src + 'q.', dst + 'pixel_qkv.', Fuse(0, (1, 2))),
-                    Rule(src + 'kv_proxy.', dst + 'pixel_qkv.', Fuse(1, (1, 2)))
+                    Rule(src + 'kv_proxy.', dst + 'pixel_qkv.',
+                         Fuse(1, (1, 2)))
                 ]
-                rules += [Rule(src + o, dst + m)
-                          for o, m in _DUAL_ATTN.items()]
+                rules += [
+                    Rule(src + o, dst + m) for o, m in _DUAL_ATTN.items()
+                ]
             else:
                 rules += [
                     Rule(src + 'q.', dst + 'qkv.', Fuse(0, (1, 2))),
@@ -137,22 +149,24 @@ class DualViTConverter(Converter):
             Rule('head.', 'head.fc.'),
             Rule('aux_head.', 'head.aux_fc.'),
         ]
-        head += [Rule('post_network.0.' + o, 'head.cls_block.' + m)
-                 for o, m in _CLS_BLOCK.items()]
+        head += [
+            Rule('post_network.0.' + o, 'head.cls_block.' + m)
+            for o, m in _CLS_BLOCK.items()
+        ]
         norms = Rule('norm{s+1}.', 'stages.{s}.norm.')
         return head + with_prefix([norms] + rules, 'backbone.')
 
     def classifier_cfg(self, arch, num_classes: int, meta: dict) -> dict:
         settings = DualViT.parse_arch(arch)
-        return dict(
-            type='ImageClassifier',
-            backbone=dict(type='mmext.DualViT', arch=arch, out_type='tokens',
-                          drop_path_rate=0.),
-            head=dict(
-                type='mmext.DualViTClsHead',
-                num_classes=num_classes,
-                in_channels=settings['embed_dims'][-1],
-                num_heads=settings['num_heads'][-1]))
+        return dict(type='ImageClassifier',
+                    backbone=dict(type='mmext.DualViT',
+                                  arch=arch,
+                                  out_type='tokens',
+                                  drop_path_rate=0.),
+                    head=dict(type='mmext.DualViTClsHead',
+                              num_classes=num_classes,
+                              in_channels=settings['embed_dims'][-1],
+                              num_heads=settings['num_heads'][-1]))
 
 
 def classifier_cfg(arch, num_classes: int = 1000) -> Dict:

@@ -26,8 +26,8 @@ from typing import List
 import torch
 
 from mmext.models.backbones.elsa_swin import ELSASwin
-from .base import (ConversionError, Converter, Rule, Transform,
-                   count_indexed, register_converter, with_prefix)
+from .base import (ConversionError, Converter, Rule, Transform, count_indexed,
+                   register_converter, with_prefix)
 
 
 def _merge_to_unfold(t):
@@ -92,14 +92,15 @@ class ELSASwinConverter(Converter):
             p = f'layers.{i}.blocks.0.attn.'
             if p + 'attn.2.weight' in state:
                 ks = state[p + 'attn.0.weight'].shape[-1]
-                heads.append(int(state[p + 'attn.2.weight'].shape[0] //
-                                 (ks * ks)))
+                heads.append(
+                    int(state[p + 'attn.2.weight'].shape[0] // (ks * ks)))
                 group_width = group_width or int(
                     state[p + 'attn.0.weight'].shape[1])
             else:
                 heads.append(int(state[p + 'rb'].shape[0]))
         return dict(embed_dims=int(state['patch_embed.proj.weight'].shape[0]),
-                    depths=depths, num_heads=heads,
+                    depths=depths,
+                    num_heads=heads,
                     group_width=int(group_width or 8))
 
     def rules(self, settings: dict, keep_head: bool) -> List[Rule]:
@@ -134,14 +135,16 @@ class ELSASwinConverter(Converter):
                 Rule(src + 'attn.0.', dst + 'attn_gen.0.'),
                 Rule(src + 'attn.2.', dst + 'attn_gen.2.'),
                 Rule(src + 'post_proj.', dst + 'proj.'),
-                Rule(src + 'ghost_head', (dst + 'ghost_mul', dst + 'ghost_add'),
-                     GHOST_PAIR),
+                Rule(src + 'ghost_head',
+                     (dst + 'ghost_mul', dst + 'ghost_add'), GHOST_PAIR),
                 Rule(src + 'ghost_head', dst + 'ghost_add', GHOST_SINGLE),
             ]
         if not keep_head:
             return rules + [Rule('norm{i}.', 'norm{i}.')]
-        return [Rule('norm.', f'backbone.norm{last}.'),
-                Rule('head.', 'head.fc.')] + with_prefix(rules, 'backbone.')
+        return [
+            Rule('norm.', f'backbone.norm{last}.'),
+            Rule('head.', 'head.fc.')
+        ] + with_prefix(rules, 'backbone.')
 
     def extra_meta(self, state, converted, settings, keep_head) -> dict:
         # lambda itself is not stored: a multiplicative ghost means lam=1
@@ -167,14 +170,14 @@ class ELSASwinConverter(Converter):
     def classifier_cfg(self, arch, num_classes: int, meta: dict) -> dict:
         settings = ELSASwin.parse_arch(arch)
         lam, gamma = meta.get('lam_gamma', (0., 1.))
-        return dict(
-            type='ImageClassifier',
-            backbone=dict(type='mmext.ELSASwin', arch=arch, out_indices=(3, ),
-                          drop_path_rate=0.,
-                          elsa_cfg=dict(lam=lam, gamma=gamma)),
-            neck=dict(type='GlobalAveragePooling'),
-            head=dict(
-                type='LinearClsHead',
-                num_classes=num_classes,
-                in_channels=settings['embed_dims'] *
-                2**(len(settings['depths']) - 1)))
+        return dict(type='ImageClassifier',
+                    backbone=dict(type='mmext.ELSASwin',
+                                  arch=arch,
+                                  out_indices=(3, ),
+                                  drop_path_rate=0.,
+                                  elsa_cfg=dict(lam=lam, gamma=gamma)),
+                    neck=dict(type='GlobalAveragePooling'),
+                    head=dict(type='LinearClsHead',
+                              num_classes=num_classes,
+                              in_channels=settings['embed_dims'] *
+                              2**(len(settings['depths']) - 1)))

@@ -61,8 +61,8 @@ def seg_metainfo() -> dict:
 # drawing
 # --------------------------------------------------------------------------
 def _texture(rng: np.random.RandomState, h: int, w: int,
-             base: Tuple[float, float, float], spread: float,
-             grain: float) -> np.ndarray:
+             base: Tuple[float, float,
+                         float], spread: float, grain: float) -> np.ndarray:
     """Low-saturation procedural texture: smooth colour field + grain."""
     gh, gw = rng.randint(3, 7), rng.randint(3, 7)
     coarse = rng.uniform(-spread, spread, size=(gh, gw, 3)).astype(np.float32)
@@ -79,8 +79,8 @@ def _texture(rng: np.random.RandomState, h: int, w: int,
     return img
 
 
-def _shape_polygon(rng: np.random.RandomState, cls: int, cx: float,
-                   cy: float, r: float) -> np.ndarray:
+def _shape_polygon(rng: np.random.RandomState, cls: int, cx: float, cy: float,
+                   r: float) -> np.ndarray:
     """Polygon (N, 2) of an object of class ``cls`` centred at (cx, cy)."""
     rot = rng.uniform(0, 2 * np.pi)
     name = OBJECT_CLASSES[cls]
@@ -113,9 +113,9 @@ def _object_colour(rng: np.random.RandomState, cls: int) -> np.ndarray:
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float32)
 
 
-def _place_objects(rng: np.random.RandomState, h: int, w: int, count: int,
-                   r_range: Tuple[float, float]
-                   ) -> List[Tuple[int, np.ndarray]]:
+def _place_objects(
+        rng: np.random.RandomState, h: int, w: int, count: int,
+        r_range: Tuple[float, float]) -> List[Tuple[int, np.ndarray]]:
     """Random objects with limited mutual overlap: [(class, polygon)]."""
     objs: List[Tuple[int, np.ndarray, Tuple[float, float, float]]] = []
     for _ in range(count * 20):
@@ -124,8 +124,9 @@ def _place_objects(rng: np.random.RandomState, h: int, w: int, count: int,
         r = rng.uniform(*r_range)
         cx = rng.uniform(r * 0.6, w - r * 0.6)
         cy = rng.uniform(r * 0.6, h - r * 0.6)
-        if any(np.hypot(cx - ox, cy - oy) < 0.9 * (r + orr)
-               for _, _, (ox, oy, orr) in objs):
+        if any(
+                np.hypot(cx - ox, cy - oy) < 0.9 * (r + orr)
+                for _, _, (ox, oy, orr) in objs):
             continue
         cls = rng.randint(len(OBJECT_CLASSES))
         objs.append((cls, _shape_polygon(rng, cls, cx, cy, r), (cx, cy, r)))
@@ -163,9 +164,9 @@ def _render_det(rng: np.random.RandomState, w: int, h: int):
 def _render_seg(rng: np.random.RandomState, w: int, h: int):
     yy, xx = np.mgrid[0:h, 0:w]
     # wavy horizon between sky (top) and ground (bottom)
-    horizon = (h * rng.uniform(0.3, 0.6) +
-               h * 0.06 * np.sin(xx[0] * 2 * np.pi / rng.uniform(60, 200) +
-                                  rng.uniform(0, 6)))
+    horizon = (
+        h * rng.uniform(0.3, 0.6) + h * 0.06 *
+        np.sin(xx[0] * 2 * np.pi / rng.uniform(60, 200) + rng.uniform(0, 6)))
     is_sky = yy < horizon[None, :]
     sky = _texture(rng, h, w, (205, 175, 140), spread=12, grain=3)  # BGR
     ground = _texture(rng, h, w, (60, 110, 100), spread=30, grain=12)
@@ -242,22 +243,20 @@ def make_coco_demo(root: str, splits: Dict[str, int], seed: int = 0) -> None:
                 x0, y0 = int(xs.min()), int(ys.min())
                 bw, bh = int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1
                 anns.append(
-                    dict(
-                        id=len(anns) + 1,
-                        image_id=i + 1,
-                        category_id=cls + 1,
-                        segmentation=polys,
-                        area=float(mask.sum()),
-                        bbox=[x0, y0, bw, bh],
-                        iscrowd=0))
-        coco = dict(
-            info=dict(
-                description='mmext synthetic demo set (not COCO)',
-                version=str(DEMO_VERSION)),
-            licenses=[],
-            images=images,
-            annotations=anns,
-            categories=categories)
+                    dict(id=len(anns) + 1,
+                         image_id=i + 1,
+                         category_id=cls + 1,
+                         segmentation=polys,
+                         area=float(mask.sum()),
+                         bbox=[x0, y0, bw, bh],
+                         iscrowd=0))
+        coco = dict(info=dict(
+            description='mmext synthetic demo set (not COCO)',
+            version=str(DEMO_VERSION)),
+                    licenses=[],
+                    images=images,
+                    annotations=anns,
+                    categories=categories)
         with open(osp.join(root, 'annotations', f'instances_{split}.json'),
                   'w') as f:
             json.dump(coco, f)
@@ -321,15 +320,15 @@ def main(argv=None) -> None:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--train', type=int, default=DEFAULT_SPLITS['train'])
     parser.add_argument('--val', type=int, default=DEFAULT_SPLITS['val'])
-    parser.add_argument(
-        '--force', action='store_true', help='regenerate even if present')
+    parser.add_argument('--force',
+                        action='store_true',
+                        help='regenerate even if present')
     args = parser.parse_args(argv)
-    make_demo_data(
-        args.root,
-        seed=args.seed,
-        splits=dict(train=args.train, val=args.val),
-        force=args.force,
-        verbose=True)
+    make_demo_data(args.root,
+                   seed=args.seed,
+                   splits=dict(train=args.train, val=args.val),
+                   force=args.force,
+                   verbose=True)
 
 
 if __name__ == '__main__':

@@ -95,8 +95,10 @@ def run_worker(spec: dict) -> dict:
         mem_method=mem_method,
         params=params,
         threads=torch.get_num_threads(),
-        malloc_env={k: os.environ[k]
-                    for k in RETAIN_MALLOC_ENV if k in os.environ},
+        malloc_env={
+            k: os.environ[k]
+            for k in RETAIN_MALLOC_ENV if k in os.environ
+        },
         torch=torch.__version__,
         device_name=(torch.cuda.get_device_name(device)
                      if cuda else _cpu_name()))
@@ -124,16 +126,18 @@ RETAIN_MALLOC_ENV = {
 
 def measure(spec: dict, timeout: float) -> dict:
     """Run one measurement in a fresh interpreter."""
-    cmd = [sys.executable, '-m', 'mmext.utils.benchmarking',
-           json.dumps(spec)]
+    cmd = [sys.executable, '-m', 'mmext.utils.benchmarking', json.dumps(spec)]
     env = dict(os.environ)
     for key in RETAIN_MALLOC_ENV:
         env.pop(key, None)
     if spec.get('allocator') == 'retain':
         env.update(RETAIN_MALLOC_ENV)
-    proc = subprocess.run(cmd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith('{')]
+    proc = subprocess.run(cmd,
+                          capture_output=True,
+                          text=True,
+                          timeout=timeout,
+                          env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('{')]
     if proc.returncode or not lines:
         raise RuntimeError(f'measurement failed (exit {proc.returncode}):\n'
                            f'{proc.stderr[-3000:]}')
@@ -173,9 +177,9 @@ def markdown_table(records) -> str:
         'latency (s) | peak mem (MB) | peak delta (MB) | params | load |',
         '|---|---|---|---|---|---|---|---|---|---|---|',
     ]
-    for r in sorted(records, key=lambda r: (
-            r['device'], r.get('allocator', 'default'), r['mode'],
-            r['shape'], r['name'])):
+    for r in sorted(records,
+                    key=lambda r: (r['device'], r.get('allocator', 'default'),
+                                   r['mode'], r['shape'], r['name'])):
         lines.append(
             f"| {r['name']} | {r['mode']} | {r['shape']} | {r['device']} | "
             f"{r.get('allocator', 'default')} | {r['threads']} | "
@@ -183,8 +187,6 @@ def markdown_table(records) -> str:
             f"| {r['peak_delta_mb']:.0f} | {r['params'] / 1e6:.2f} M | "
             f"{r.get('load_avg_1min', float('nan')):.1f} |")
     return '\n'.join(lines) + '\n'
-
-
 
 
 if __name__ == '__main__':

@@ -2,14 +2,16 @@
 
 Used by the generators (``make_dualvit_golden.py``,
 ``make_elsa_swin_golden.py``, run with the official code) and by
-``tests/models/backbones/test_goldens.py``, so that both sides build the same inputs
-and the same scalar loss. No mmext import.
+``tests/models/backbones/test_goldens.py``, so that both sides build the
+same inputs and the same scalar loss. mmext is imported only by
+:func:`load_golden`, which the tests call.
 """
 import math
 import os.path as osp
 import sys
 
 import torch
+
 
 def smooth_input(b, h, w, phase=0.):
     """Deterministic test image: a few sinusoids per channel."""
@@ -44,8 +46,7 @@ def output_weights(outputs):
 
 def weighted_sum(outputs):
     """The loss whose gradients the goldens store."""
-    return sum((w * o).sum()
-               for w, o in zip(output_weights(outputs), outputs))
+    return sum((w * o).sum() for w, o in zip(output_weights(outputs), outputs))
 
 
 @torch.no_grad()
@@ -129,8 +130,10 @@ def pack(tensors):
 def unpack(packed):
     sizes = [math.prod(s) for s in packed['shapes']]
     parts = packed['flat'].split(sizes)
-    return {n: p.view(s) for n, p, s in
-            zip(packed['names'], parts, packed['shapes'])}
+    return {
+        n: p.view(s)
+        for n, p, s in zip(packed['names'], parts, packed['shapes'])
+    }
 
 
 def param_grads(model):
@@ -162,8 +165,10 @@ def load_golden(filename, family, grads):
     converted to our layout (``state``, ``grads``)."""
     g = torch.load(osp.join(osp.dirname(osp.abspath(__file__)), filename),
                    weights_only=True)
-    g['official'] = {k: v.double() for k, v in
-                     unpack(g['official_state_dict_fp16']).items()}
+    g['official'] = {
+        k: v.double()
+        for k, v in unpack(g['official_state_dict_fp16']).items()
+    }
     from mmext.converters import get_converter
     convert = get_converter(family).convert
     g['state'], g['meta'], _ = convert(g['official'], arch=g['arch'])

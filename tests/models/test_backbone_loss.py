@@ -3,7 +3,6 @@ halting losses reach the loss dict, count in the total, and the mean depth
 is logged. (Layer-wise lr decay: tests/engine/test_layer_decay.py.)"""
 import os.path as osp
 
-import pytest
 import torch
 from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
@@ -19,9 +18,11 @@ HALTING_KEYS = {'loss_ponder', 'loss_halting_prior', 'mean_depth'}
 def tiny_cfg(name):
     cfg = Config.fromfile(osp.join(REPO, 'configs', name))
     # gate values at which random weights halt some tokens early
-    cfg.model.backbone.update(
-        arch=TINY, init_cfg=None, gate_scale=10., gate_center=1.,
-        halting_loss=dict(prior_target_depth=3))
+    cfg.model.backbone.update(arch=TINY,
+                              init_cfg=None,
+                              gate_scale=10.,
+                              gate_center=1.,
+                              halting_loss=dict(prior_target_depth=3))
     adapt_cfg_to_device(cfg)
     return cfg
 
@@ -37,8 +38,7 @@ def check_loss_step(model, data):
     task = sum(v for k, v in log_vars.items()
                if 'loss' in k and k != 'loss' and k not in HALTING_KEYS)
     assert torch.allclose(
-        total, task + log_vars['loss_ponder'] +
-        log_vars['loss_halting_prior'])
+        total, task + log_vars['loss_ponder'] + log_vars['loss_halting_prior'])
     total.backward()
     assert model.backbone.blocks[0].attn.qkv.weight.grad is not None
 
@@ -57,9 +57,10 @@ def test_maskrcnn_loss_step():
         import mmext.models  # noqa: F401
         model = MODELS.build(cfg.model)
         torch.manual_seed(0)
-        packed = demo_mm_inputs(
-            2, [(3, 97, 131), (3, 128, 96)], num_items=[2, 3],
-            num_classes=80, with_mask=True)
+        packed = demo_mm_inputs(2, [(3, 97, 131), (3, 128, 96)],
+                                num_items=[2, 3],
+                                num_classes=80,
+                                with_mask=True)
         data = model.data_preprocessor(packed, True)
         check_loss_step(model, data)
 
@@ -84,8 +85,9 @@ def test_upernet_loss_step():
                 data=torch.randint(0, 150, (1, 64, 64)))
             samples.append(sample)
         data = model.data_preprocessor(
-            dict(inputs=[torch.randint(0, 255, (3, 64, 64),
-                                       dtype=torch.uint8)
-                         for _ in range(2)],
+            dict(inputs=[
+                torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
+                for _ in range(2)
+            ],
                  data_samples=samples), True)
         check_loss_step(model, data)

@@ -12,8 +12,9 @@ from mmext.utils.launch import adapt_cfg_to_device
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(
-    p for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'),
-                         recursive=True) if '/_base_/' not in p)
+    p
+    for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True)
+    if '/_base_/' not in p)
 
 
 def _rel(path):
@@ -33,8 +34,8 @@ def test_all_configs_found():
     assert {
         'dualvit_s_maskrcnn_1x.py', 'dualvit_b_maskrcnn_1x.py',
         'dualvit_s_maskrcnn_3x.py', 'dualvit_s_cascade_maskrcnn_3x.py',
-        'dualvit_b_cascade_maskrcnn_3x.py',
-        'dualvit_s_upernet_ade20k_160k.py', 'dualvit_b_upernet_ade20k_160k.py'
+        'dualvit_b_cascade_maskrcnn_3x.py', 'dualvit_s_upernet_ade20k_160k.py',
+        'dualvit_b_upernet_ade20k_160k.py'
     } <= names
 
 
@@ -44,8 +45,8 @@ def test_config_builds(path):
     scope = cfg.default_scope
     assert scope == ('mmdet' if '/detection/' in path or 'maskrcnn' in path
                      else 'mmseg')
-    assert cfg.custom_imports == dict(
-        imports=['mmext.models'], allow_failed_imports=False)
+    assert cfg.custom_imports == dict(imports=['mmext.models'],
+                                      allow_failed_imports=False)
     assert cfg.model.backbone.type.startswith('mmext.')
     init_default_scope(scope)
     with DefaultScope.overwrite_default_scope(scope):
@@ -59,8 +60,8 @@ def test_config_builds(path):
         with torch.no_grad():
             feats = model.backbone(torch.zeros(1, 3, 64, 64))
             if plain_vit:  # one stride-16 map; the neck makes the pyramid
-                assert [(f.shape[1], 64 // f.shape[-1]) for f in feats] == [
-                    (neck.in_channels, 16)]
+                assert [(f.shape[1], 64 // f.shape[-1])
+                        for f in feats] == [(neck.in_channels, 16)]
                 feats = model.neck(feats)
         channels = [f.shape[1] for f in feats]
         strides = [64 // f.shape[-1] for f in feats]
@@ -93,7 +94,7 @@ def _cfg(name):
 
 def test_detection_1x_settings():
     for size, chans in (('s', [64, 128, 320, 448]), ('b', [64, 128, 320,
-                                                            512])):
+                                                           512])):
         cfg = _cfg(f'detection/dualvit_{size}_maskrcnn_1x.py')
         assert cfg.model.type == 'MaskRCNN'
         assert cfg.model.backbone.arch == size
@@ -102,13 +103,16 @@ def test_detection_1x_settings():
             type='Pretrained',
             checkpoint=f'checkpoints/dualvit_{size}_in1k.pth')
         assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
-        assert cfg.optim_wrapper.optimizer == dict(
-            type='AdamW', lr=2e-4, weight_decay=1e-4)
+        assert cfg.optim_wrapper.optimizer == dict(type='AdamW',
+                                                   lr=2e-4,
+                                                   weight_decay=1e-4)
         assert cfg.train_cfg.max_epochs == 12
         assert cfg.auto_scale_lr.base_batch_size == 16
         assert cfg.train_dataloader.batch_size * 8 == 16
-        resize = [t for t in cfg.train_dataloader.dataset.pipeline
-                  if t.type == 'Resize']
+        resize = [
+            t for t in cfg.train_dataloader.dataset.pipeline
+            if t.type == 'Resize'
+        ]
         assert resize[0].scale == (1333, 800)
 
 
@@ -125,19 +129,20 @@ def test_detection_3x_settings(name):
     assert opt.optimizer.type == 'AdamW' and opt.optimizer.lr == 1e-4
     assert opt.optimizer.weight_decay == 0.05
     assert opt.paramwise_cfg.norm_decay_mult == 0.
-    choice = [t for t in cfg.train_dataloader.dataset.pipeline
-              if t.type == 'RandomChoice'][0]
+    choice = [
+        t for t in cfg.train_dataloader.dataset.pipeline
+        if t.type == 'RandomChoice'
+    ][0]
     shorts = sorted(min(s) for s in choice.transforms[0][0].scales)
     assert shorts[0] == 480 and shorts[-1] == 800
-    assert [t.type for t in choice.transforms[1]] == [
-        'RandomChoiceResize', 'RandomCrop', 'RandomChoiceResize'
-    ]
+    assert [t.type for t in choice.transforms[1]
+            ] == ['RandomChoiceResize', 'RandomCrop', 'RandomChoiceResize']
     if 'cascade' in name:
         heads = cfg.model.roi_head.bbox_head
         assert cfg.model.type == 'CascadeRCNN' and len(heads) == 3
-        for head, stds in zip(heads, ([0.1, 0.1, 0.2, 0.2],
-                                      [0.05, 0.05, 0.1, 0.1],
-                                      [0.033, 0.033, 0.067, 0.067])):
+        for head, stds in zip(heads,
+                              ([0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1],
+                               [0.033, 0.033, 0.067, 0.067])):
             assert head.type == 'ConvFCBBoxHead'
             assert (head.num_shared_convs, head.num_shared_fcs) == (4, 1)
             assert head.reg_decoded_bbox is True
@@ -147,14 +152,15 @@ def test_detection_3x_settings(name):
 
 
 def test_segmentation_settings():
-    for size, chans, dpr in (('s', [64, 128, 320, 448], 0.15),
-                             ('b', [64, 128, 320, 512], 0.3)):
+    for size, chans, dpr in (('s', [64, 128, 320,
+                                    448], 0.15), ('b', [64, 128, 320,
+                                                        512], 0.3)):
         cfg = _cfg(f'segmentation/dualvit_{size}_upernet_ade20k_160k.py')
         m = cfg.model
         assert m.backbone.arch == size and m.backbone.drop_path_rate == dpr
         assert m.backbone.test_tile_size == 768
-        assert m.backbone.stem_norm_cfg == dict(
-            type='SyncBN', requires_grad=True)
+        assert m.backbone.stem_norm_cfg == dict(type='SyncBN',
+                                                requires_grad=True)
         assert m.decode_head.type == 'UPerHead'
         assert m.decode_head.channels == 512
         assert tuple(m.decode_head.pool_scales) == (1, 2, 3, 6)
@@ -177,8 +183,8 @@ def test_segmentation_settings():
         assert cfg.tta_model.type == 'SegTTAModel'
         aug = cfg.tta_pipeline[1].transforms
         assert [t.scale for t in aug[0]] == [(int(2048 * r), int(512 * r))
-                                            for r in (0.5, 0.75, 1.0, 1.25,
-                                                      1.5, 1.75)]
+                                             for r in (0.5, 0.75, 1.0, 1.25,
+                                                       1.5, 1.75)]
         assert [t.prob for t in aug[1]] == [0., 1.]
 
 
@@ -200,8 +206,9 @@ def test_elsa_swin_settings(name):
         assert (optim.lr, optim.weight_decay) == (1e-4, 0.05)
         return
     assert (optim.lr, optim.weight_decay) == (6e-5, 0.01)
-    ratios = sorted({t.scale[1] / 512 for t in
-                     cfg.tta_pipeline[1].transforms[0]})
+    ratios = sorted(
+        {t.scale[1] / 512
+         for t in cfg.tta_pipeline[1].transforms[0]})
     assert ratios == [0.75, 1.0, 1.25, 1.5, 1.75]
     assert [t.prob for t in cfg.tta_pipeline[1].transforms[1]] == [0, 1]
 

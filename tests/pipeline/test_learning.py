@@ -32,18 +32,28 @@ def _trivial_baselines(ann_dir):
 def test_tiny_segmentor_beats_chance(full_demo, tmp_path):
     work = str(tmp_path / 'learn')
     iters = 100
-    cfg = tiny_seg_cfg(
-        full_demo, work, crop=128, iters=iters, test_scale=(1024, 192),
-        param_scheduler=[
-            dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0,
-                 end=10),
-            dict(type='PolyLR', power=1.0, begin=10, end=iters,
-                 by_epoch=False, eta_min=0.0)
-        ])
+    cfg = tiny_seg_cfg(full_demo,
+                       work,
+                       crop=128,
+                       iters=iters,
+                       test_scale=(1024, 192),
+                       param_scheduler=[
+                           dict(type='LinearLR',
+                                start_factor=0.1,
+                                by_epoch=False,
+                                begin=0,
+                                end=10),
+                           dict(type='PolyLR',
+                                power=1.0,
+                                begin=10,
+                                end=iters,
+                                by_epoch=False,
+                                eta_min=0.0)
+                       ])
     # trains, then evaluates on the 16 validation images
     _, out = tool('train.py', cfg, '--work-dir', work, '--cfg-options',
                   'default_hooks.logger.interval=25')
-    line = [l for l in out.splitlines() if 'Iter(val)' in l][-1]
+    line = [ln for ln in out.splitlines() if 'Iter(val)' in ln][-1]
     miou = float(re.search(r'mIoU: ([\d.]+)', line).group(1))
     aacc = float(re.search(r'aAcc: ([\d.]+)', line).group(1))
     base_miou, base_acc = _trivial_baselines(

@@ -7,7 +7,7 @@ from tests.pipeline.pipeline_utils import tiny_det_cfg, tiny_seg_cfg, tool
 
 
 def _metrics(out):
-    line = [l for l in out.splitlines() if 'test results' in l][-1]
+    line = [ln for ln in out.splitlines() if 'test results' in ln][-1]
     return json.loads(line.split('): ', 1)[1])
 
 
@@ -26,9 +26,9 @@ def test_detection_train_resume_test(demo_root, tmp_path):
     assert 'resumed epoch: 1' in out
     assert osp.isfile(osp.join(work, 'epoch_2.pth'))
 
-    _, out = tool('test.py', cfg, osp.join(work, 'epoch_2.pth'),
-                  '--work-dir', work, '--show-dir',
-                  str(tmp_path / 'vis'), '--out', str(tmp_path / 'det.pkl'))
+    _, out = tool('test.py', cfg, osp.join(work, 'epoch_2.pth'), '--work-dir',
+                  work, '--show-dir', str(tmp_path / 'vis'), '--out',
+                  str(tmp_path / 'det.pkl'))
     metrics = _metrics(out)
     for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP'):
         assert key in metrics and 0.0 <= metrics[key] <= 1.0

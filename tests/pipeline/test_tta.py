@@ -39,8 +39,8 @@ def test_tta_evaluates_every_scale_and_flip(tmp_path):
     cfg = Config.fromfile(
         osp.join(REPO, 'configs/segmentation',
                  'dualvit_s_upernet_ade20k_160k.py'))
-    cfg.custom_imports = dict(
-        imports=['mmext.models', 'tta_probe'], allow_failed_imports=False)
+    cfg.custom_imports = dict(imports=['mmext.models', 'tta_probe'],
+                              allow_failed_imports=False)
     cfg.model = dict(
         type='TTAProbeSegmentor',
         num_classes=NUM_CLASSES,
@@ -64,8 +64,14 @@ def test_tta_evaluates_every_scale_and_flip(tmp_path):
     log = str(tmp_path / 'calls.jsonl')
     out_dir = str(tmp_path / 'pred')
 
-    _, out = tool('test.py', cfg_path, ckpt, '--tta', '--out', out_dir,
-                  '--work-dir', str(tmp_path / 'work'),
+    _, out = tool('test.py',
+                  cfg_path,
+                  ckpt,
+                  '--tta',
+                  '--out',
+                  out_dir,
+                  '--work-dir',
+                  str(tmp_path / 'work'),
                   env=dict(TTA_PROBE_LOG=log))
 
     # every image went through all 6 scales x 2 flips, at the right sizes
@@ -90,6 +96,6 @@ def test_tta_evaluates_every_scale_and_flip(tmp_path):
         assert pred is not None and pred.shape == gt.shape
         acc = (pred == gt).mean()
         assert acc >= 0.95, (i, COMBOS[i], acc)
-    metrics = [l for l in out.splitlines() if 'test results' in l][-1]
+    metrics = [ln for ln in out.splitlines() if 'test results' in ln][-1]
     miou = json.loads(metrics.split('): ', 1)[1])['mIoU']
     assert miou >= 95.0

@@ -53,25 +53,26 @@ class RecordResumeState(Hook):
 
 
 def _runner(work_dir, max_iters, hooks=(), resume=False, load_from=None):
-    return Runner(
-        model=ToyModel(),
-        work_dir=str(work_dir),
-        train_dataloader=dict(
-            dataset=ToyDataset(),
-            sampler=dict(type='DefaultSampler', shuffle=True),
-            collate_fn=dict(type='default_collate'),
-            batch_size=4,
-            num_workers=0),
-        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.01)),
-        train_cfg=dict(by_epoch=False, max_iters=max_iters),
-        default_hooks=dict(
-            checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
-            logger=dict(type='LoggerHook', interval=1)),
-        custom_hooks=list(hooks),
-        resume=resume,
-        load_from=load_from,
-        randomness=dict(seed=0),
-        default_scope='mmengine')
+    return Runner(model=ToyModel(),
+                  work_dir=str(work_dir),
+                  train_dataloader=dict(
+                      dataset=ToyDataset(),
+                      sampler=dict(type='DefaultSampler', shuffle=True),
+                      collate_fn=dict(type='default_collate'),
+                      batch_size=4,
+                      num_workers=0),
+                  optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.01)),
+                  train_cfg=dict(by_epoch=False, max_iters=max_iters),
+                  default_hooks=dict(checkpoint=dict(type='CheckpointHook',
+                                                     interval=2,
+                                                     by_epoch=False),
+                                     logger=dict(type='LoggerHook',
+                                                 interval=1)),
+                  custom_hooks=list(hooks),
+                  resume=resume,
+                  load_from=load_from,
+                  randomness=dict(seed=0),
+                  default_scope='mmengine')
 
 
 def test_train_save_resume(tmp_path):
@@ -91,9 +92,11 @@ def test_train_save_resume(tmp_path):
     assert saved['meta']['iter'] == 4
 
     recorder = RecordResumeState()
-    second = _runner(
-        tmp_path, max_iters=6, hooks=[recorder], resume=True,
-        load_from=str(ckpt))
+    second = _runner(tmp_path,
+                     max_iters=6,
+                     hooks=[recorder],
+                     resume=True,
+                     load_from=str(ckpt))
     second.train()
     assert recorder.iter == 4
     assert second.iter == 6
@@ -125,7 +128,8 @@ def test_untrusted_pickle_is_refused(tmp_path):
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {}, 'payload': _Exploit(marker)}, path)
 
-    with pytest.raises(UntrustedCheckpointError, match=r'posix\.mkdir|os\.mkdir'):
+    with pytest.raises(UntrustedCheckpointError,
+                       match=r'posix\.mkdir|os\.mkdir'):
         load_checkpoint_file(str(path))
     # The same refusal through mmengine's loader (what Runner.resume uses).
     with pytest.raises(UntrustedCheckpointError, match='allow-list'):
@@ -163,8 +167,8 @@ def test_missing_checkpoint_names_the_file(tmp_path):
         load_checkpoint_file(str(tmp_path / 'nothere.pth'))
 
 
-@pytest.mark.parametrize('wrapper', [None, 'state_dict', 'model',
-                                     'state_dict_ema'])
+@pytest.mark.parametrize('wrapper',
+                         [None, 'state_dict', 'model', 'state_dict_ema'])
 def test_state_dict_from_unwraps(wrapper):
     state = {'module.a': torch.zeros(1), 'b': torch.ones(1)}
     ckpt = state if wrapper is None else {wrapper: state, 'epoch': 3}

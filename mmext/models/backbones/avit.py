@@ -40,16 +40,17 @@ __all__ = ['AViT', 'HaltingBlock', 'halting_prior']
 #: the official bias on halted keys; exp(-1000) is an exact 0 in fp32/fp64
 HALTED_KEY_BIAS = -1000.
 REMOVAL_MODES = ('padded', 'packed')
-HALTING_LOSS_DEFAULTS = dict(
-    ponder_weight=5e-4,
-    prior_weight=1e-3,
-    prior_target_depth=None,
-    prior_std=1.,
-    prior_buffer=0.02,
-    prior_skip_first_image=False)
+HALTING_LOSS_DEFAULTS = dict(ponder_weight=5e-4,
+                             prior_weight=1e-3,
+                             prior_target_depth=None,
+                             prior_std=1.,
+                             prior_buffer=0.02,
+                             prior_skip_first_image=False)
 
 
-def halting_prior(depth: int, target_depth: int, std: float = 1.,
+def halting_prior(depth: int,
+                  target_depth: int,
+                  std: float = 1.,
                   buffer: float = 0.02) -> Tensor:
     """The official distribution prior over the blocks (float64): a
     Gaussian density at ``0 .. depth-1`` centred on ``target_depth``,
@@ -60,8 +61,8 @@ def halting_prior(depth: int, target_depth: int, std: float = 1.,
         raise ValueError(f'prior_target_depth must be in 1..{depth - 1}, '
                          f'got {target_depth}')
     blocks = torch.arange(depth, dtype=torch.float64)
-    density = torch.exp(-0.5 * ((blocks - target_depth) / std)**2) / (
-        std * math.sqrt(2 * math.pi))
+    density = torch.exp(-0.5 * (
+        (blocks - target_depth) / std)**2) / (std * math.sqrt(2 * math.pi))
     return density * ((1 - buffer) / density[:target_depth].sum())
 
 
@@ -78,13 +79,17 @@ class HaltingBlock(PreNormBlock):
       in one sequence.
     """
 
-    def __init__(self, embed_dims: int, num_heads: int,
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
                  drop_path_rate: float = 0.,
                  norm_cfg: dict = dict(type='LN', eps=1e-6)):
         super().__init__(embed_dims, SelfAttention(embed_dims, num_heads),
                          dict(mlp_ratio=4), drop_path_rate, norm_cfg)
 
-    def forward(self, x: Tensor, keep: Optional[Tensor] = None,
+    def forward(self,
+                x: Tensor,
+                keep: Optional[Tensor] = None,
                 attn_mask: Optional[Tensor] = None) -> Tensor:
         if keep is None:
             x = x + self.drop_path(
@@ -160,10 +165,14 @@ class AViT(BaseBackbone):
     """
     arch_zoo = {
         **dict.fromkeys(['t', 'tiny'],
-                        dict(embed_dims=192, depth=12, num_heads=3,
+                        dict(embed_dims=192,
+                             depth=12,
+                             num_heads=3,
                              patch_size=16)),
         **dict.fromkeys(['s', 'small'],
-                        dict(embed_dims=384, depth=12, num_heads=6,
+                        dict(embed_dims=384,
+                             depth=12,
+                             num_heads=6,
                              patch_size=16)),
     }
     arch_keys = ('embed_dims', 'depth', 'num_heads', 'patch_size')
@@ -191,8 +200,11 @@ class AViT(BaseBackbone):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  init_cfg=None):
-        super().__init__(arch, out_indices, frozen_stages=frozen_stages,
-                         norm_eval=norm_eval, with_cp=with_cp,
+        super().__init__(arch,
+                         out_indices,
+                         frozen_stages=frozen_stages,
+                         norm_eval=norm_eval,
+                         with_cp=with_cp,
                          init_cfg=init_cfg)
         if out_type not in ('featmap', 'cls_token'):
             raise ValueError(f"out_type must be 'featmap' or 'cls_token', "
@@ -316,7 +328,9 @@ class AViT(BaseBackbone):
             # halted tokens enter as zeros; the gradient passes as if they
             # did not (the official code zeroes them through ``.data``)
             x = x - (x * (1 - keep)[..., None]).detach()
-            y = maybe_checkpoint(block, x, keep[..., None],
+            y = maybe_checkpoint(block,
+                                 x,
+                                 keep[..., None],
                                  enabled=self.with_cp)
             h = self.halting_score(y)
             scores.append(h)
@@ -327,8 +341,8 @@ class AViT(BaseBackbone):
             reached = (cum > threshold).to(x.dtype) * keep
             running = (cum < threshold).to(x.dtype)
             # exactly one of the two weights is non-zero for a running token
-            out = out + y * keep[..., None] * (
-                remainder * reached + h * running)[..., None]
+            out = out + y * keep[..., None] * (remainder * reached +
+                                               h * running)[..., None]
             rho = rho + remainder * reached
             remainder = remainder - running * h
             depth = depth + running
@@ -423,9 +437,9 @@ class AViT(BaseBackbone):
         if scores.shape[1]:
             per_block = scores.flatten(1).mean(1)
             per_block = (per_block / per_block.sum()).clamp(0.01, 0.99)
-            target = halting_prior(
-                len(self.blocks), cfg['prior_target_depth'],
-                cfg['prior_std'], cfg['prior_buffer']).to(per_block)
+            target = halting_prior(len(self.blocks), cfg['prior_target_depth'],
+                                   cfg['prior_std'],
+                                   cfg['prior_buffer']).to(per_block)
             # 'batchmean' on one distribution divides by the block count
             kl = F.kl_div(per_block.log(), target, reduction='batchmean')
             # the official loop adds the prior only when it is positive
@@ -435,4 +449,3 @@ class AViT(BaseBackbone):
         return dict(loss_ponder=loss_ponder,
                     loss_halting_prior=loss_prior,
                     mean_depth=state['depth'].mean())
-

@@ -113,10 +113,9 @@ class BaseBackbone(BaseModule):
         if isinstance(arch, str):
             key = arch.lower()
             if key not in cls.arch_zoo:
-                raise ValueError(
-                    f'unknown {name} arch {arch!r}: use one of '
-                    f'{sorted(cls.arch_zoo)} or a dict with keys '
-                    f'{list(cls.arch_keys)}')
+                raise ValueError(f'unknown {name} arch {arch!r}: use one of '
+                                 f'{sorted(cls.arch_zoo)} or a dict with keys '
+                                 f'{list(cls.arch_keys)}')
             settings = copy.deepcopy(cls.arch_zoo[key])
         elif isinstance(arch, dict):
             missing = [k for k in cls.arch_keys if k not in arch]
@@ -141,14 +140,16 @@ class BaseBackbone(BaseModule):
         """Family-specific checks of a parsed arch (raise ValueError)."""
 
     @classmethod
-    def check_hierarchical_arch(cls, settings: dict,
-                                ints: Sequence[str] = ('embed_dims', ),
-                                lists: Sequence[str] = ('depths',
-                                                        'num_heads')) -> None:
+    def check_hierarchical_arch(
+        cls,
+        settings: dict,
+        ints: Sequence[str] = ('embed_dims', ),
+        lists: Sequence[str] = ('depths', 'num_heads')
+    ) -> None:
         """Common checks of a Swin-like arch: ``ints`` positive ints,
         ``lists`` equally long non-empty lists of positive ints."""
-        ok = all(isinstance(settings[k], int) and settings[k] > 0
-                 for k in ints)
+        ok = all(
+            isinstance(settings[k], int) and settings[k] > 0 for k in ints)
         ok = ok and all(
             isinstance(settings[k], list) and settings[k] and all(
                 isinstance(n, int) and n > 0 for n in settings[k])
@@ -161,8 +162,8 @@ class BaseBackbone(BaseModule):
         lengths = {k: len(settings[k]) for k in lists}
         if len(set(lengths.values())) > 1:
             raise ValueError(
-                f'{cls.__name__} arch: ' + ', '.join(
-                    f'{k} {settings[k]}' for k in lists) +
+                f'{cls.__name__} arch: ' + ', '.join(f'{k} {settings[k]}'
+                                                     for k in lists) +
                 ' must have the same length (one entry per stage)')
 
     @classmethod
@@ -173,14 +174,17 @@ class BaseBackbone(BaseModule):
     @classmethod
     def arch_name(cls, settings: dict) -> Optional[str]:
         """The shortest zoo name whose settings equal ``settings``."""
-        names = [n for n, s in cls.arch_zoo.items()
-                 if cls.parse_arch(n) == settings]
+        names = [
+            n for n, s in cls.arch_zoo.items() if cls.parse_arch(n) == settings
+        ]
         return min(names, key=len) if names else None
 
     def drop_path_rates(self, drop_path_rate: float) -> List[List[float]]:
         """Stochastic-depth rate of every block, rising linearly from 0 to
         ``drop_path_rate`` over all blocks, split by stage."""
-        rates = torch.linspace(0, drop_path_rate, sum(self.depths),
+        rates = torch.linspace(0,
+                               drop_path_rate,
+                               sum(self.depths),
                                device='cpu').tolist()
         starts = [sum(self.depths[:i]) for i in range(self.num_stages + 1)]
         return [rates[a:b] for a, b in zip(starts, starts[1:])]
@@ -194,8 +198,9 @@ class BaseBackbone(BaseModule):
         self.embed_dims = self.arch_settings['embed_dims']
         self.num_heads = self.arch_settings['num_heads']
         self.in_channels = in_channels
-        self.num_features = [self.embed_dims * 2**i
-                             for i in range(self.num_stages)]
+        self.num_features = [
+            self.embed_dims * 2**i for i in range(self.num_stages)
+        ]
         self.patch_embed = build_patch_embed(in_channels, self.embed_dims,
                                              patch_size, norm_cfg)
         self.drop_after_pos = nn.Dropout(p=drop_rate)
@@ -210,15 +215,15 @@ class BaseBackbone(BaseModule):
                 f'tensor, got shape {tuple(x.shape)}; set in_channels to '
                 'match the input')
 
-    # -- outputs ---------------------------------------------------------------
+    # -- outputs --------------------------------------------------------------
     def add_out_norms(self, channels: Sequence[int], norm_cfg: dict) -> None:
         """Register ``norm{i}`` (``channels[i]`` wide) for each out index."""
         for i in self.out_indices:
             self.add_module(f'norm{i}',
                             build_norm_layer(norm_cfg, channels[i])[1])
 
-    def to_output(self, index: int, tokens: Tensor,
-                  hw: Tuple[int, int]) -> Tensor:
+    def to_output(self, index: int, tokens: Tensor, hw: Tuple[int,
+                                                              int]) -> Tensor:
         """Tokens ``(B, H*W, C)`` of stage ``index`` -> its output map
         ``(B, C, H, W)``, through ``norm{index}`` when there is one."""
         norm = getattr(self, f'norm{index}', None)
@@ -226,11 +231,12 @@ class BaseBackbone(BaseModule):
             tokens = norm(tokens)
         return tokens_to_map(tokens, hw).contiguous()
 
-    # -- freezing ----------------------------------------------------------------
+    # -- freezing -------------------------------------------------------------
     def stem_modules(self) -> list:
-        return [getattr(self, n) for n in self.stem_names
-                if isinstance(getattr(self, n, None), (nn.Module,
-                                                        nn.Parameter))]
+        return [
+            getattr(self, n) for n in self.stem_names
+            if isinstance(getattr(self, n, None), (nn.Module, nn.Parameter))
+        ]
 
     def stage_modules(self, index: int) -> list:
         """What freezing stage ``index`` freezes: the stage and its output
@@ -269,7 +275,7 @@ class BaseBackbone(BaseModule):
                     m.eval()
         return self
 
-    # -- initialisation ----------------------------------------------------------
+    # -- initialisation -------------------------------------------------------
     def init_weights(self):
         """Pretrained weights through ``init_cfg`` (strictly: a file of
         another arch is an error, see :func:`load_pretrained_strict`); else
@@ -279,10 +285,11 @@ class BaseBackbone(BaseModule):
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
             from mmext.utils.checkpoint import load_pretrained_strict
             self.init_from_scratch()  # for what a file may lack (out norms)
-            load_pretrained_strict(
-                self, cfg['checkpoint'], prefix=cfg.get('prefix'),
-                unused=self.unused_pretrained_keys(),
-                optional=self.optional_pretrained_keys())
+            load_pretrained_strict(self,
+                                   cfg['checkpoint'],
+                                   prefix=cfg.get('prefix'),
+                                   unused=self.unused_pretrained_keys(),
+                                   optional=self.optional_pretrained_keys())
             self._is_init = True
             return
         super().init_weights()
@@ -292,8 +299,9 @@ class BaseBackbone(BaseModule):
     def unused_pretrained_keys(self) -> Tuple[str, ...]:
         """Key prefixes of a full backbone checkpoint this instance leaves
         out: stages past the last output and the norms of other outputs."""
-        unbuilt = tuple(f'stages.{i}.' for i in
-                        range(self._num_built_stages(), self.num_stages))
+        unbuilt = tuple(
+            f'stages.{i}.'
+            for i in range(self._num_built_stages(), self.num_stages))
         return unbuilt + tuple(f'norm{i}.' for i in range(self.num_stages)
                                if i not in self.out_indices)
 
@@ -318,7 +326,7 @@ class BaseBackbone(BaseModule):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
-    # -- layer-wise lr decay -------------------------------------------------------
+    # -- layer-wise lr decay --------------------------------------------------
     def get_layer_depth(self, param_name: str, prefix: str = ''):
         """``(layer_depth, num_layers)`` of a parameter, for mmpretrain's
         ``LearningRateDecayOptimWrapperConstructor``: the stem is layer 0,

@@ -91,16 +91,17 @@ class ELSAttention(BaseModule):
         self.dim_qk = elsa_qk_dims(embed_dims, group_width)
         dqk, ks = self.dim_qk, kernel_size
 
-        self.qkv = nn.Conv2d(embed_dims, 2 * dqk + embed_dims, 1,
+        self.qkv = nn.Conv2d(embed_dims,
+                             2 * dqk + embed_dims,
+                             1,
                              bias=qkv_bias)
         self.attn_gen = nn.Sequential(
-            nn.Conv2d(
-                dqk,
-                dqk,
-                ks,
-                padding=(ks // 2) * dilation,
-                dilation=dilation,
-                groups=dqk // group_width),
+            nn.Conv2d(dqk,
+                      dqk,
+                      ks,
+                      padding=(ks // 2) * dilation,
+                      dilation=dilation,
+                      groups=dqk // group_width),
             nn.GELU(),
             nn.Conv2d(dqk, ks * ks * num_heads, 1),
         )
@@ -133,14 +134,13 @@ class ELSAttention(BaseModule):
             self.ghost_mul ** self.lam
         ghost_add = None if self.ghost_add is None else \
             self.ghost_add * self.gamma
-        out = elsa_filter(
-            v,
-            attn,
-            ghost_add=ghost_add,
-            ghost_mul=ghost_mul,
-            kernel_size=self.kernel_size,
-            dilation=self.dilation,
-            impl=self.impl)
+        out = elsa_filter(v,
+                          attn,
+                          ghost_add=ghost_add,
+                          ghost_mul=ghost_mul,
+                          kernel_size=self.kernel_size,
+                          dilation=self.dilation,
+                          impl=self.impl)
         out = self.proj(out.permute(0, 2, 3, 1))
         return self.proj_drop(out).view(b, h * w, c)
 
@@ -156,8 +156,8 @@ class ELSABlock(PreNormBlock):
                  attn_cfg: Optional[dict] = None,
                  **block_kwargs):
         super().__init__(
-            embed_dims, ELSAttention(embed_dims, num_heads, **(attn_cfg or {})),
-            **block_kwargs)
+            embed_dims, ELSAttention(embed_dims, num_heads,
+                                     **(attn_cfg or {})), **block_kwargs)
 
 
 class ELSASwinStage(BaseModule):
@@ -238,11 +238,12 @@ class ELSASwin(BaseBackbone):
         super().__init__(arch, out_indices, frozen_stages, norm_eval, with_cp,
                          init_cfg)
         self.build_swin_stem(in_channels, patch_size, norm_cfg, drop_rate)
-        elsa_cfg = self._elsa_cfg(elsa_cfg,
-                                  self.arch_settings['group_width'], qkv_bias,
-                                  attn_drop_rate, drop_rate)
-        window_cfg = dict(window_size=window_size, qkv_bias=qkv_bias,
-                          qk_scale=qk_scale, attn_drop_rate=attn_drop_rate,
+        elsa_cfg = self._elsa_cfg(elsa_cfg, self.arch_settings['group_width'],
+                                  qkv_bias, attn_drop_rate, drop_rate)
+        window_cfg = dict(window_size=window_size,
+                          qkv_bias=qkv_bias,
+                          qk_scale=qk_scale,
+                          attn_drop_rate=attn_drop_rate,
                           proj_drop_rate=drop_rate)
         ffn_cfg = dict(mlp_ratio=mlp_ratio, drop_rate=drop_rate)
 
@@ -254,25 +255,29 @@ class ELSASwin(BaseBackbone):
             common = dict(norm_cfg=norm_cfg, ffn_cfg=ffn_cfg, with_cp=with_cp)
             if i == self.num_stages - 1:
                 blocks = [
-                    SwinBlock(dims, heads, shift=j % 2 == 1,
-                              attn_cfg=window_cfg, drop_path_rate=rates[j],
+                    SwinBlock(dims,
+                              heads,
+                              shift=j % 2 == 1,
+                              attn_cfg=window_cfg,
+                              drop_path_rate=rates[j],
                               **common) for j in range(depth)
                 ]
                 downsample = None
             else:
                 blocks = [
-                    ELSABlock(dims, heads, attn_cfg=elsa_cfg,
-                              drop_path_rate=rates[j], **common)
-                    for j in range(depth)
+                    ELSABlock(dims,
+                              heads,
+                              attn_cfg=elsa_cfg,
+                              drop_path_rate=rates[j],
+                              **common) for j in range(depth)
                 ]
-                downsample = PatchMerging(
-                    in_channels=dims,
-                    out_channels=2 * dims,
-                    kernel_size=2,
-                    stride=2,
-                    padding='corner',
-                    norm_cfg=norm_cfg,
-                    bias=False)
+                downsample = PatchMerging(in_channels=dims,
+                                          out_channels=2 * dims,
+                                          kernel_size=2,
+                                          stride=2,
+                                          padding='corner',
+                                          norm_cfg=norm_cfg,
+                                          bias=False)
             self.stages.append(ELSASwinStage(blocks, downsample))
 
         self.add_out_norms(self.num_features, norm_cfg)
@@ -280,8 +285,8 @@ class ELSASwin(BaseBackbone):
 
     @classmethod
     def check_arch(cls, settings: Dict) -> None:
-        cls.check_hierarchical_arch(settings, ints=('embed_dims',
-                                                    'group_width'))
+        cls.check_hierarchical_arch(settings,
+                                    ints=('embed_dims', 'group_width'))
 
     @staticmethod
     def _elsa_cfg(user_cfg, group_width, qkv_bias, attn_drop_rate,
@@ -296,8 +301,11 @@ class ELSASwin(BaseBackbone):
         if cfg['impl'] not in ELSA_IMPLS:
             raise ValueError(f'ELSASwin elsa_cfg impl must be one of '
                              f'{ELSA_IMPLS}, got {cfg["impl"]!r}')
-        return dict(cfg, group_width=group_width, qkv_bias=qkv_bias,
-                    attn_drop_rate=attn_drop_rate, proj_drop_rate=drop_rate)
+        return dict(cfg,
+                    group_width=group_width,
+                    qkv_bias=qkv_bias,
+                    attn_drop_rate=attn_drop_rate,
+                    proj_drop_rate=drop_rate)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         self.check_input(x)

@@ -9,7 +9,8 @@ from .norm import LayerNorm2d
 from .residual import scaled_residual
 from .tokens import (build_patch_embed, map_to_tokens, to_channels_last,
                      tokens_to_map)
-from .window_attention import ShiftWindowMSA, WindowMSA, relative_position_index
+from .window_attention import (ShiftWindowMSA, WindowMSA,
+                               relative_position_index)
 
 __all__ = [
     'SelfAttention', 'attend', 'merge_heads', 'split_heads', 'PreNormBlock',

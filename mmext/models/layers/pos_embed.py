@@ -17,14 +17,16 @@ def resize_pos_embed(pos_embed: Tensor,
     if tuple(src_hw) == tuple(dst_hw):
         return pos_embed
     extra, grid = pos_embed[:, :num_extra_tokens], pos_embed[:,
-                                                              num_extra_tokens:]
+                                                             num_extra_tokens:]
     if grid.shape[1] != src_hw[0] * src_hw[1]:
         raise ValueError(f'position embedding has {grid.shape[1]} patch '
                          f'entries, not the {src_hw[0]}x{src_hw[1]} grid it '
                          'was declared for (check img_size / patch_size)')
     c = grid.shape[-1]
     grid = grid.reshape(1, *src_hw, c).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=tuple(dst_hw), mode=mode,
+    grid = F.interpolate(grid,
+                         size=tuple(dst_hw),
+                         mode=mode,
                          align_corners=False)
     grid = grid.flatten(2).transpose(1, 2)
     return torch.cat([extra, grid], dim=1)

@@ -14,8 +14,7 @@ from mmext.converters import get_converter
 from mmext.models.backbones.avit import AViT, halting_prior
 from tests.data.golden64 import max_rel_error as max_rel
 
-GOLDEN = osp.join(osp.dirname(__file__), '..', '..', 'data',
-                  'avit_golden.pth')
+GOLDEN = osp.join(osp.dirname(__file__), '..', '..', 'data', 'avit_golden.pth')
 TINY = dict(embed_dims=48, depth=4, num_heads=3, patch_size=16)
 # float64 against the official float64 run: the largest error measured is
 # 6e-15 (parameter gradients); 1e-12 leaves rounding room and no more
@@ -29,7 +28,8 @@ def converted(golden, keep_head=False):
     """The golden official weights through the converter."""
     converter = get_converter('avit', img_size=golden['img_size'])
     state, _, _ = converter.convert(golden['state_dict'],
-                                    keep_head=keep_head, arch=golden['arch'])
+                                    keep_head=keep_head,
+                                    arch=golden['arch'])
     return state
 
 
@@ -39,17 +39,16 @@ def golden():
 
 
 def golden_model(golden, dtype=torch.float64, **kwargs):
-    cfg = dict(
-        arch=golden['arch'],
-        img_size=golden['img_size'],
-        gate_scale=golden['gate_scale'],
-        gate_center=golden['gate_center'],
-        halting_eps=golden['halting_eps'],
-        halting_loss=dict(
-            ponder_weight=golden['ponder_token_scale'],
-            prior_weight=golden['distr_prior_alpha'],
-            prior_target_depth=golden['prior_target_depth'],
-            prior_skip_first_image=True))
+    cfg = dict(arch=golden['arch'],
+               img_size=golden['img_size'],
+               gate_scale=golden['gate_scale'],
+               gate_center=golden['gate_center'],
+               halting_eps=golden['halting_eps'],
+               halting_loss=dict(
+                   ponder_weight=golden['ponder_token_scale'],
+                   prior_weight=golden['distr_prior_alpha'],
+                   prior_target_depth=golden['prior_target_depth'],
+                   prior_skip_first_image=True))
     cfg.update(kwargs)
     model = AViT(**cfg)
     model.load_state_dict(converted(golden))
@@ -57,11 +56,12 @@ def golden_model(golden, dtype=torch.float64, **kwargs):
 
 
 def golden_head(golden, dtype=torch.float64):
-    head = torch.nn.Linear(golden['arch']['embed_dims'],
-                           golden['num_classes'])
+    head = torch.nn.Linear(golden['arch']['embed_dims'], golden['num_classes'])
     state = converted(golden, keep_head=True)
-    head.load_state_dict({k[len('head.layers.head.'):]: v
-                          for k, v in state.items() if k.startswith('head.')})
+    head.load_state_dict({
+        k[len('head.layers.head.'):]: v
+        for k, v in state.items() if k.startswith('head.')
+    })
     return head.to(dtype)
 
 
@@ -71,7 +71,7 @@ def as_map(tokens, model, hw):
     return patches.transpose(1, 2).reshape(len(tokens), -1, *hw)
 
 
-# -- equivalence with the official code ----------------------------------------
+# -- equivalence with the official code ---------------------------------------
 def test_training_step_matches_official(golden):
     model = golden_model(golden, out_type='cls_token').train()
     head = golden_head(golden)
@@ -83,11 +83,11 @@ def test_training_step_matches_official(golden):
     assert max_rel(logits, golden['logits']) < TOL64
     assert torch.equal(state['depth'], golden['depths'])
     assert max_rel(state['rho'], golden['rho']) < TOL64
-    assert max_rel(torch.stack(state['scores']).flatten(1)[:, 16:].mean(1),
-                   golden['layer_halting']) < TOL64
+    assert max_rel(
+        torch.stack(state['scores']).flatten(1)[:, 16:].mean(1),
+        golden['layer_halting']) < TOL64
     assert max_rel(losses['loss_ponder'], golden['loss_ponder']) < TOL64
-    assert max_rel(losses['loss_halting_prior'],
-                   golden['loss_prior']) < TOL64
+    assert max_rel(losses['loss_halting_prior'], golden['loss_prior']) < TOL64
     assert losses['mean_depth'].item() == golden['depths'].mean().item()
     total = (logits * golden['logit_weights']).sum() + \
         losses['loss_ponder'] + losses['loss_halting_prior']
@@ -98,10 +98,14 @@ def test_training_step_matches_official(golden):
     # the official gradients under our names, through the converter's rules
     renamed = get_converter('avit', img_size=golden['img_size']).convert(
         golden['grads'], keep_head=True, arch=golden['arch'])[0]
-    renamed = {k[len('backbone.'):] if k.startswith('backbone.') else k: v
-               for k, v in renamed.items()}
-    ours.update({f'head.layers.head.{k}': v
-                 for k, v in head.named_parameters()})
+    renamed = {
+        k[len('backbone.'):] if k.startswith('backbone.') else k: v
+        for k, v in renamed.items()
+    }
+    ours.update({
+        f'head.layers.head.{k}': v
+        for k, v in head.named_parameters()
+    })
     assert set(renamed) == set(ours)
     for name, grad in renamed.items():
         assert max_rel(ours[name].grad, grad) < TOL64, name
@@ -116,8 +120,8 @@ def test_inference_matches_official(golden, removal_mode):
     hw = feat.shape[-2:]
     assert torch.equal(model.halting_state['depth'], golden['depths'])
     assert max_rel(feat, as_map(golden['features'], model, hw)) < TOL64
-    assert torch.equal(model.depth_map(), golden['depths'][:, 1:].reshape(
-        2, *hw))
+    assert torch.equal(model.depth_map(), golden['depths'][:,
+                                                           1:].reshape(2, *hw))
 
 
 def test_prior_over_all_images(golden):
@@ -153,10 +157,9 @@ def fp32_model(golden, **kwargs):
 @pytest.mark.parametrize('removal_mode', ['padded', 'packed'])
 def test_removal_equals_masked(golden, shape, removal_mode):
     torch.manual_seed(shape[2])
-    x = torch.randn(shape) * torch.linspace(0.3, 1.2, shape[0])[:, None,
-                                                                None, None]
-    model = fp32_model(golden, removal_mode=removal_mode,
-                       out_indices=(1, 3))
+    x = torch.randn(shape) * torch.linspace(0.3, 1.2, shape[0])[:, None, None,
+                                                                None]
+    model = fp32_model(golden, removal_mode=removal_mode, out_indices=(1, 3))
     with torch.no_grad():
         removed = model(x)
         depth = model.halting_state['depth']
@@ -175,7 +178,7 @@ def test_batch_with_different_halting(golden, removal_mode):
     """Each image of a batch gives what it gives alone."""
     torch.manual_seed(0)
     x = torch.randn(3, 3, 64, 96) * torch.tensor([1., .4, .7])[:, None, None,
-                                                                None]
+                                                               None]
     model = fp32_model(golden, removal_mode=removal_mode)
     with torch.no_grad():
         batch, = model(x)
@@ -250,12 +253,14 @@ def test_without_cls_token():
 
 
 def test_training_with_checkpointing_and_drop_path(golden):
-    model = golden_model(golden, torch.float32, with_cp=True,
+    model = golden_model(golden,
+                         torch.float32,
+                         with_cp=True,
                          drop_path_rate=0.2).train()
     x = torch.randn(2, 3, 48, 80)
     feat, = model(x)
-    loss = feat.mean() + sum(v for k, v in model.losses().items()
-                             if 'loss' in k)
+    loss = feat.mean() + sum(v
+                             for k, v in model.losses().items() if 'loss' in k)
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
 
@@ -267,11 +272,13 @@ def test_classifier_parameter_count(arch, params):
     pytest.importorskip('mmpretrain')
     from mmpretrain.registry import MODELS
     import mmext.models  # noqa: F401
-    cfg = dict(
-        type='ImageClassifier',
-        backbone=dict(type='mmext.AViT', arch=arch, out_type='cls_token'),
-        head=dict(type='VisionTransformerClsHead', num_classes=1000,
-                  in_channels=192 if arch == 'tiny' else 384))
+    cfg = dict(type='ImageClassifier',
+               backbone=dict(type='mmext.AViT',
+                             arch=arch,
+                             out_type='cls_token'),
+               head=dict(type='VisionTransformerClsHead',
+                         num_classes=1000,
+                         in_channels=192 if arch == 'tiny' else 384))
     from mmengine.registry import DefaultScope
     with torch.device('meta'), \
             DefaultScope.overwrite_default_scope('mmpretrain'):

@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from mmext.converters import get_converter
 from mmext.models.backbones.elsa_swin import ELSASwin
 
-TINY = dict(embed_dims=8, depths=[1, 1, 1, 2], num_heads=[1, 2, 2, 4],
+TINY = dict(embed_dims=8,
+            depths=[1, 1, 1, 2],
+            num_heads=[1, 2, 2, 4],
             group_width=4)
 GOLDEN = osp.join(osp.dirname(__file__), '..', '..', 'data',
                   'elsa_swin_golden.pth')
@@ -38,8 +40,10 @@ def test_norm_eval_keeps_bn_in_eval():
     model = tiny(norm_eval=True, norm_cfg=dict(type='BN1d'))
     # BN1d cannot normalise (B, L, C) tokens; only the mode is checked here
     model.train()
-    bns = [m for m in model.modules()
-           if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    bns = [
+        m for m in model.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+    ]
     assert bns and all(not m.training for m in bns)
 
 
@@ -59,8 +63,7 @@ def test_get_layer_depth():
 
 
 # -- architecture -----------------------------------------------------------
-@pytest.mark.parametrize('arch,count', [('t', 28_373_322),
-                                        ('s', 52_106_970),
+@pytest.mark.parametrize('arch,count', [('t', 28_373_322), ('s', 52_106_970),
                                         ('b', 91_659_256)])
 def test_param_counts_equal_official(arch, count):
     with torch.device('meta'):
@@ -83,12 +86,12 @@ def test_qk_dims_and_groups():
 @pytest.mark.parametrize('arch,pattern', [
     ('x', 'unknown ELSASwin arch'),
     (dict(embed_dims=8, depths=[1, 1]), 'missing'),
-    (dict(embed_dims=8, depths=[1, 1], num_heads=[1], group_width=4),
-     'same length'),
-    (dict(embed_dims=8, depths=[1], num_heads=[3], group_width=4),
-     'divisible by num_heads'),
-    (dict(embed_dims=8, depths=2, num_heads=[1], group_width=4),
-     'lists of positive'),
+    (dict(embed_dims=8, depths=[1, 1], num_heads=[1],
+          group_width=4), 'same length'),
+    (dict(embed_dims=8, depths=[1], num_heads=[3],
+          group_width=4), 'divisible by num_heads'),
+    (dict(embed_dims=8, depths=2, num_heads=[1],
+          group_width=4), 'lists of positive'),
 ])
 def test_bad_arch(arch, pattern):
     with pytest.raises(ValueError, match=pattern):
@@ -131,7 +134,9 @@ def _golden():
 
 
 def _upsample(seed, size, dtype):
-    return F.interpolate(seed.to(dtype), size=tuple(size), mode='bilinear',
+    return F.interpolate(seed.to(dtype),
+                         size=tuple(size),
+                         mode='bilinear',
                          align_corners=False)
 
 
@@ -160,17 +165,22 @@ def test_matches_official_classifier_via_keep_head():
     g = _golden()
     det = g['official_state_dict']
     cls_sd = {k: v for k, v in det.items() if not k.startswith('norm')}
-    cls_sd.update({'norm.' + k[6:]: v for k, v in det.items()
-                   if k.startswith('norm3.')})
+    cls_sd.update({
+        'norm.' + k[6:]: v
+        for k, v in det.items() if k.startswith('norm3.')
+    })
     cls_sd['head.weight'] = g['cls_head']['weight']
     cls_sd['head.bias'] = g['cls_head']['bias']
-    state, meta, _ = get_converter('elsa_swin').convert(cls_sd,
-                                                        keep_head=True)
+    state, meta, _ = get_converter('elsa_swin').convert(cls_sd, keep_head=True)
     assert meta['layout'] == 'classifier' and meta['num_classes'] == 10
     model = ELSASwin(arch=g['arch'], out_indices=(3, ),
                      drop_path_rate=0.).eval().double()
-    model.load_state_dict({k[9:]: v for k, v in state.items()
-                           if k.startswith('backbone.')}, strict=True)
+    model.load_state_dict(
+        {
+            k[9:]: v
+            for k, v in state.items() if k.startswith('backbone.')
+        },
+        strict=True)
     x = _upsample(g['cls_input']['seed'], g['cls_input']['size'],
                   torch.float64)
     with torch.no_grad():
@@ -180,5 +190,3 @@ def test_matches_official_classifier_via_keep_head():
     ref = g['cls_logits']
     # error reached: 2.6e-16
     assert ((logits - ref).abs().max() / ref.abs().max()).item() <= 4e-15
-
-

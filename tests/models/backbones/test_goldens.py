@@ -71,7 +71,7 @@ class _CallCounter:
 @pytest.fixture(scope='module')
 def dualvit_golden():
     return golden64.load_golden('dualvit_golden64.pth', 'dualvit',
-                        lambda g: g['train']['param_grads'])
+                                lambda g: g['train']['param_grads'])
 
 
 def _dualvit(g, **kwargs):
@@ -129,8 +129,11 @@ def test_dualvit_gradients_match_official(dualvit_golden, variant,
     # (checkpoint calls, GELU-linear calls): a checkpointed FFN or block
     # runs its forward again in the backward pass
     n = len(ffns)
-    expected = {'default': (n, 2 * n), 'no_recompute': (0, n),
-                'with_cp': (sum(g['arch']['depths']), 2 * n)}[variant]
+    expected = {
+        'default': (n, 2 * n),
+        'no_recompute': (0, n),
+        'with_cp': (sum(g['arch']['depths']), 2 * n)
+    }[variant]
     assert (checkpoint.count, gelu_linear.count) == expected
 
 
@@ -142,8 +145,9 @@ def test_dualvit_classifier_matches_official_float64(dualvit_golden):
 
     import mmext.models.heads  # noqa: F401  (registers DualViTClsHead)
     g = dualvit_golden
-    state, meta, dropped = get_converter('dualvit').convert(
-        g['official'], keep_head=True, arch=g['arch'])
+    state, meta, dropped = get_converter('dualvit').convert(g['official'],
+                                                            keep_head=True,
+                                                            arch=g['arch'])
     assert not dropped and meta['num_classes'] == g['cls']['num_classes']
     cfg = meta['model_cfg']
     cfg['backbone']['arch'] = g['arch']  # custom arch: no name in the zoo
@@ -159,8 +163,8 @@ def test_dualvit_classifier_matches_official_float64(dualvit_golden):
                    f'logits of a {spec["h"]}x{spec["w"]} input')
 
 
-def test_dualvit_tiled_inference_matches_official_float64(dualvit_golden,
-                                                          monkeypatch):
+def test_dualvit_tiled_inference_matches_official_float64(
+        dualvit_golden, monkeypatch):
     """``test_tile_size``: the official segmentation backbone's tiling (the
     last row / column of tiles aligned to the border, overlapping)."""
     g = dualvit_golden
@@ -178,14 +182,16 @@ def test_dualvit_tiled_inference_matches_official_float64(dualvit_golden,
 @pytest.fixture(scope='module')
 def elsa_golden():
     g = golden64.load_golden('elsa_swin_golden64.pth', 'elsa_swin',
-                     lambda g: g['param_grads'])
+                             lambda g: g['param_grads'])
     assert g['meta']['fresh_out_norms'] == []
     return g
 
 
 def _elsa(g, **kwargs):
-    model = ELSASwin(arch=g['arch'], mlp_ratio=g['mlp_ratio'],
-                     out_indices=g['out_indices'], drop_path_rate=0.,
+    model = ELSASwin(arch=g['arch'],
+                     mlp_ratio=g['mlp_ratio'],
+                     out_indices=g['out_indices'],
+                     drop_path_rate=0.,
                      **kwargs).double()
     model.load_state_dict(g['state'], strict=True)
     return model
@@ -202,14 +208,12 @@ def test_elsa_swin_forward_matches_official_float64(elsa_golden):
 
 
 @pytest.mark.parametrize('with_cp', [False, True])
-def test_elsa_swin_gradients_match_official(elsa_golden, with_cp,
-                                            monkeypatch):
+def test_elsa_swin_gradients_match_official(elsa_golden, with_cp, monkeypatch):
     """Gradients through the ELSA filter's hand-written backward (the
     official CPU path is an unfold with plain autograd), with and without
     per-block checkpointing."""
     g = elsa_golden
-    model = _elsa(g, with_cp=with_cp,
-                  elsa_cfg=dict(impl='pytorch')).train()
+    model = _elsa(g, with_cp=with_cp, elsa_cfg=dict(impl='pytorch')).train()
     checkpoint = _CallCounter(torch.utils.checkpoint.checkpoint)
     monkeypatch.setattr(torch.utils.checkpoint, 'checkpoint', checkpoint)
     shift_acc = _CallCounter(elsa_op._ShiftAccumulate.apply)

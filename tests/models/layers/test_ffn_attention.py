@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+
 def test_conv_ffn_banded_inference_equals_full(monkeypatch):
     from mmext.models.layers import ffn
     torch.manual_seed(0)
@@ -32,9 +33,11 @@ def test_conv_ffn_memory_saving_backward_is_exact(recompute):
         h = ref.dwconv(t.transpose(1, 2).reshape(1, 8, 5, 6)).flatten(2)
         return ref.fc2(torch.nn.functional.gelu(h.transpose(1, 2)))
 
-    grads = [torch.autograd.grad(f(x).square().sum(), [x, *m.parameters()])
-             for f, m in ((lambda t: layer(t, (5, 6)), layer),
-                          (lambda t: plain(ref.fc1(t)), ref))]
+    grads = [
+        torch.autograd.grad(f(x).square().sum(), [x, *m.parameters()])
+        for f, m in ((lambda t: layer(t, (5, 6)), layer),
+                     (lambda t: plain(ref.fc1(t)), ref))
+    ]
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
 

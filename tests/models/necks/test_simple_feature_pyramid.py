@@ -12,9 +12,9 @@ def test_levels_from_one_map(hw):
         outs = neck([torch.randn(2, 48, *hw)])
     h, w = hw
     # ceil on the way down: an odd map keeps its last row / column
-    assert [o.shape for o in outs] == [
-        (2, 32, 4 * h, 4 * w), (2, 32, 2 * h, 2 * w), (2, 32, h, w),
-        (2, 32, -(-h // 2), -(-w // 2))]
+    assert [o.shape for o in outs] == [(2, 32, 4 * h, 4 * w),
+                                       (2, 32, 2 * h, 2 * w), (2, 32, h, w),
+                                       (2, 32, -(-h // 2), -(-w // 2))]
 
 
 def test_one_map_per_level_and_extra_outputs():
@@ -24,8 +24,8 @@ def test_one_map_per_level_and_extra_outputs():
     assert [o.shape[-1] for o in outs] == [12, 6, 3]
     # level i comes from map i
     alone = neck([maps[1], maps[1]])
-    assert torch.equal(outs[1], alone[1]) and not torch.equal(outs[0],
-                                                               alone[0])
+    assert torch.equal(outs[1],
+                       alone[1]) and not torch.equal(outs[0], alone[0])
 
 
 def test_default_norm_is_channel_layernorm():
@@ -33,8 +33,8 @@ def test_default_norm_is_channel_layernorm():
     ln = neck.convs[0][0].norm
     x = torch.randn(2, 8, 3, 5)
     conv = neck.convs[0][0].conv(x)
-    expected = torch.nn.functional.layer_norm(
-        conv.permute(0, 2, 3, 1), (4, ), ln.weight, ln.bias, 1e-6)
+    expected = torch.nn.functional.layer_norm(conv.permute(0, 2, 3, 1), (4, ),
+                                              ln.weight, ln.bias, 1e-6)
     assert torch.allclose(ln(conv), expected.permute(0, 3, 1, 2))
 
 
