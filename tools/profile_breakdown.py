@@ -15,7 +15,7 @@ import json
 import time
 
 from mmext.utils.model_spec import (add_model_arguments, build_model,
-                                    model_cfg, parse_shape, training_step)
+                                    model_cfg, parse_shape, run_step)
 
 ATTENTION_OPS = ('aten::bmm', 'aten::baddbmm', 'aten::_softmax',
                  'aten::_softmax_backward_data')
@@ -53,11 +53,7 @@ def main(argv=None):
     x = torch.randn(*shape)
 
     def step():
-        if train:
-            training_step(model, x)
-        else:
-            with torch.inference_mode():
-                model(x)
+        run_step(model, x, train)
 
     step()
     with torch.profiler.profile() as prof:

@@ -12,7 +12,7 @@ import sys
 import time
 
 from .fileio import atomic_write
-from .model_spec import build_model, training_step
+from .model_spec import build_model, run_step
 
 
 def rss_kb(field: str) -> int:
@@ -47,11 +47,7 @@ def run_worker(spec: dict) -> dict:
     x = torch.randn(*spec['shape'], device=device)
 
     def step():
-        if train:
-            training_step(model, x)
-        else:
-            with torch.inference_mode():
-                model(x)
+        run_step(model, x, train)
         if cuda:
             torch.cuda.synchronize(device)
 

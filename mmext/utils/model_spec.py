@@ -131,6 +131,17 @@ def model_name(args, cfg: Optional[dict]) -> str:
     return f"{cfg['type']}-{arch if isinstance(arch, str) else 'custom'}"
 
 
+def run_step(model, x, train: bool) -> None:
+    """One :func:`training_step`, or one forward under
+    ``torch.inference_mode()``."""
+    if train:
+        training_step(model, x)
+        return
+    import torch
+    with torch.inference_mode():
+        model(x)
+
+
 def training_step(model, x) -> None:
     """Forward, backward of the sum of the means of all outputs, and
     clearing the gradients: the training step every tool measures."""

@@ -180,6 +180,7 @@ class AViT(BaseBackbone):
     layer_depth_rules = (
         (r'(patch_embed\.|cls_token$|pos_embed$)', 'stem'),
         (r'blocks\.(?P<stage>\d+)\.', 'block'),
+        (r'norm\.', 'last_block'),  # the final norm serves every output
     )
     num_extra_tokens = 1
 
@@ -274,12 +275,6 @@ class AViT(BaseBackbone):
 
     def stage_modules(self, index: int) -> List[nn.Module]:
         return [self.blocks[index]]
-
-    def match_layer_depth(self, name: str) -> Optional[int]:
-        # the final norm serves every output: the depth of the last block
-        if name.startswith('norm.'):
-            return sum(self.depths)
-        return super().match_layer_depth(name)
 
     def init_from_scratch(self) -> None:
         super().init_from_scratch()

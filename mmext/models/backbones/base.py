@@ -32,7 +32,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..layers.tokens import tokens_to_map
 
 #: kinds of :attr:`BaseBackbone.layer_depth_rules`
-LAYER_DEPTH_KINDS = ('stem', 'block', 'stage_first', 'stage_last')
+LAYER_DEPTH_KINDS = ('stem', 'block', 'stage_first', 'stage_last',
+                     'last_block')
 
 
 def normalize_out_indices(out_indices: Union[int, Sequence[int]],
@@ -356,6 +357,8 @@ class BaseBackbone(BaseModule):
                 return first
             if kind == 'stage_last':
                 return sum(self.depths[:stage + 1])
+            if kind == 'last_block':  # e.g. a final norm every output uses
+                return sum(self.depths)
             raise ValueError(f'unknown layer-depth kind {kind!r}; use one of '
                              f'{LAYER_DEPTH_KINDS}')
         return None

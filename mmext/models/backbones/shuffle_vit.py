@@ -100,6 +100,7 @@ class ShuffleViT(BaseBackbone):
         (r'(patch_embed|cls_token|pos_embed|embed_norm)', 'stem'),
         (r'blocks\.(?P<stage>\d+)\.', 'block'),
         (r'norm(?P<stage>\d+)\.', 'stage_last'),
+        (r'shared_norm\.', 'last_block'),  # applied after every block
     )
     OUT_TYPES = ('featmap', 'cls_token')
     num_extra_tokens = 1
@@ -189,12 +190,6 @@ class ShuffleViT(BaseBackbone):
         if index == self.num_stages - 1:
             parts.append(self.shared_norm)  # used by every block
         return parts
-
-    def match_layer_depth(self, name: str):
-        if name.startswith('shared_norm.'):
-            # applied after every block: grouped with the last one
-            return sum(self.depths)
-        return super().match_layer_depth(name)
 
     def optional_pretrained_keys(self):
         return super().optional_pretrained_keys() + \

@@ -284,3 +284,15 @@ def test_classifier_parameter_count(arch, params):
             DefaultScope.overwrite_default_scope('mmpretrain'):
         model = MODELS.build(cfg)
     assert sum(p.numel() for p in model.parameters()) == params
+
+
+def test_layer_depths_of_the_embeddings_and_the_final_norm():
+    """The stem is layer 0; the final norm, which every output uses,
+    shares the depth of the last block (the contract test checks blocks)."""
+    model = AViT(arch=TINY)
+    n = TINY['depth'] + 2
+    for name in ('cls_token', 'pos_embed', 'patch_embed.projection.weight'):
+        assert model.get_layer_depth('backbone.' + name,
+                                     'backbone.') == (0, n)
+    assert model.get_layer_depth('backbone.norm.weight',
+                                 'backbone.') == (TINY['depth'], n)
