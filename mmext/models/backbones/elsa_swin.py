@@ -23,6 +23,7 @@ from torch import Tensor
 from mmext.ops import ELSA_IMPLS, elsa_filter
 from mmext.registry import MODELS
 from ..layers import PreNormBlock, SwinBlock
+from ..layers.padding import use_corner_pad
 from .base import BaseBackbone
 
 __all__ = ['ELSASwin', 'ELSAttention', 'ELSABlock', 'SwinBlock']
@@ -271,13 +272,14 @@ class ELSASwin(BaseBackbone):
                               drop_path_rate=rates[j],
                               **common) for j in range(depth)
                 ]
-                downsample = PatchMerging(in_channels=dims,
-                                          out_channels=2 * dims,
-                                          kernel_size=2,
-                                          stride=2,
-                                          padding='corner',
-                                          norm_cfg=norm_cfg,
-                                          bias=False)
+                downsample = use_corner_pad(
+                    PatchMerging(in_channels=dims,
+                                 out_channels=2 * dims,
+                                 kernel_size=2,
+                                 stride=2,
+                                 padding='corner',
+                                 norm_cfg=norm_cfg,
+                                 bias=False))
             self.stages.append(ELSASwinStage(blocks, downsample))
 
         self.add_out_norms(self.num_features, norm_cfg)

@@ -24,6 +24,7 @@ from mmext.registry import MODELS
 from ..layers.blocks import SwinBlock
 from ..layers.channel_shuffle import (ChannelShuffleMixin,
                                       learnable_rescale_keys)
+from ..layers.padding import pad_needed, padded_size
 from .base import BaseBackbone
 
 __all__ = ['ShuffleSwin', 'ShuffleSwinBlock', 'GroupPatchMerging']
@@ -78,10 +79,10 @@ class GroupPatchMerging(BaseModule):
         b, length, c = x.shape
         h, w = hw_shape
         x = x.view(b, h, w, c)
-        if h % 2 or w % 2:
-            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
-            h, w = h + h % 2, w + w % 2
-        ho, wo = h // 2, w // 2
+        hp, wp = padded_size(h, 2), padded_size(w, 2)
+        if pad_needed(hp - h, wp - w):
+            x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
+        ho, wo = hp // 2, wp // 2
         # (b, row, dy, col, dx, group, c/2) -> (group, b, row, col, dx, dy,
         # c/2): one copy gathers both halves, each contiguous for its norm
         x = x.view(b, ho, 2, wo, 2, 2, c // 2).permute(5, 0, 1, 3, 4, 2, 6)

@@ -19,6 +19,8 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor
 
+from .padding import pad_needed, padded_size
+
 __all__ = ['WindowMSA', 'ShiftWindowMSA', 'relative_position_index']
 
 
@@ -145,17 +147,21 @@ class WindowMSA(BaseModule):
         return self.proj_drop(out)
 
 
+# explicit sizes instead of -1 in the views: with symbolic (compiled,
+# dynamic) shapes a -1 becomes a division the shape engine must simplify
 def _window_partition(x: Tensor, ws: Tuple[int, int]) -> Tensor:
     b, h, w, c = x.shape
-    x = x.view(b, h // ws[0], ws[0], w // ws[1], ws[1], c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, ws[0] * ws[1], c)
+    nh, nw = h // ws[0], w // ws[1]
+    x = x.view(b, nh, ws[0], nw, ws[1], c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b * nh * nw, ws[0] * ws[1],
+                                               c)
 
 
-def _window_reverse(windows: Tensor, ws: Tuple[int, int], h: int,
+def _window_reverse(windows: Tensor, ws: Tuple[int, int], b: int, h: int,
                     w: int) -> Tensor:
     c = windows.shape[-1]
-    x = windows.view(-1, h // ws[0], w // ws[1], ws[0], ws[1], c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
+    x = windows.view(b, h // ws[0], w // ws[1], ws[0], ws[1], c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
 
 
 class ShiftWindowMSA(BaseModule):
@@ -213,11 +219,9 @@ class ShiftWindowMSA(BaseModule):
             raise ValueError(f'got {length} tokens for a {h}x{w} map')
         ws = self.window_size
         x = x.view(b, h, w, c)
-        pad_b = (ws - h % ws) % ws
-        pad_r = (ws - w % ws) % ws
-        if pad_b or pad_r:  # F.pad copies even when it pads nothing
-            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        hp, wp = h + pad_b, w + pad_r
+        hp, wp = padded_size(h, ws), padded_size(w, ws)
+        if pad_needed(hp - h, wp - w):
+            x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
         mask = None
         shift = self.shift_size
         if not self.pad_small_map and min(h, w) <= ws:
@@ -227,7 +231,7 @@ class ShiftWindowMSA(BaseModule):
             mask = self._shift_mask(hp, wp, x.device)
         windows = _window_partition(x, (ws, ws))
         windows = self.w_msa(windows, mask=mask)
-        x = _window_reverse(windows, (ws, ws), hp, wp)
+        x = _window_reverse(windows, (ws, ws), b, hp, wp)
         if shift > 0:
             x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
         x = x[:, :h, :w, :]
