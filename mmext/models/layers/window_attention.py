@@ -234,5 +234,8 @@ class ShiftWindowMSA(BaseModule):
         x = _window_reverse(windows, (ws, ws), b, hp, wp)
         if shift > 0:
             x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
-        x = x[:, :h, :w, :]
-        return x.reshape(b, h * w, c)
+        if pad_needed(hp - h, wp - w):
+            # always a copy: a reshape would check contiguity, which while
+            # compiling is a guard on whether the map was padded
+            x = x[:, :h, :w, :].clone(memory_format=torch.contiguous_format)
+        return x.view(b, h * w, c)
