@@ -11,6 +11,7 @@ from torch import nn
 from mmext.utils.checkpoint import (check_resumable, check_state_dict_fits,
                                     find_resume_checkpoint,
                                     load_checkpoint_file, state_dict_from)
+from .compile import compile_backbone_hook
 from .hooks import safe_checkpoint_cfg
 
 
@@ -32,6 +33,9 @@ class MMExtRunner(Runner):
       of the work dir, says when there is none (and starts from scratch),
       and stops with one line when there are checkpoints but none is usable;
       a file that is not a training checkpoint is refused before loading.
+    * ``compile_backbone`` in the config (True or ``torch.compile``
+      keywords) compiles the model's backbone
+      (:class:`~mmext.engine.compile.CompileBackboneHook`).
     * With ``strict_load = True`` (``tools/test.py``), ``load_from`` must
       fit the model exactly (keys and shapes), otherwise
       :class:`~mmext.utils.checkpoint.CheckpointMismatchError`.
@@ -39,6 +43,12 @@ class MMExtRunner(Runner):
 
     #: refuse a ``load_from`` checkpoint that does not fit the model
     strict_load = False
+
+    def register_hooks(self, default_hooks=None, custom_hooks=None) -> None:
+        super().register_hooks(default_hooks, custom_hooks)
+        hook = compile_backbone_hook(self.cfg)
+        if hook is not None:
+            self.register_hook(hook)
 
     def register_default_hooks(self, hooks: Optional[dict] = None) -> None:
         hooks = dict(hooks or {})
