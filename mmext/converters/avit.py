@@ -21,8 +21,9 @@ import re
 from typing import List, Optional, Tuple
 
 from mmext.models.backbones.avit import AViT
-from .base import (ConversionError, Converter, Rule, register_converter,
-                   timm_vit_rules, timm_vit_shapes, with_prefix)
+from .base import (ConversionError, Converter, Rule, timm_vit_rules,
+                   timm_vit_shapes, with_prefix)
+from .registry import register_converter
 
 #: gate (scale, center) of the released models
 RELEASED_GATES = {'tiny': (10., 30.), 'small': (10., 75.)}

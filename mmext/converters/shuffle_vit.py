@@ -17,8 +17,8 @@ from typing import List
 
 from mmext.models.backbones.shuffle_vit import ShuffleViT
 from .base import (ConversionError, Converter, Rule, fresh_out_norms,
-                   register_converter, timm_vit_rules, timm_vit_shapes,
-                   with_prefix)
+                   timm_vit_rules, timm_vit_shapes, with_prefix)
+from .registry import register_converter
 
 
 @register_converter('shuffle_vit')
