@@ -54,7 +54,8 @@ FAMILIES = [
     Family('DualViT', DUALVIT_TINY, 'dualvit'),
     Family('ELSASwin', ELSA_TINY, 'elsa_swin'),
     Family('AViT', dict(embed_dims=48, depth=4, num_heads=3, patch_size=16),
-           'avit', dict(out_indices=(0, 1, 2, 3), gate_center=1.)),  # some halt
+           'avit', dict(out_indices=(0, 1, 2, 3),
+                        gate_center=1.)),  # some tokens halt
     Family('ShuffleSwin', SHUFFLE_SWIN_TINY, 'shuffle_swin'),
     Family('ShuffleViT', SHUFFLE_VIT_TINY, 'shuffle_vit',
            dict(img_size=32, out_indices=(0, 1, 2))),

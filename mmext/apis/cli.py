@@ -11,12 +11,13 @@ from .config_check import check_cfg_options, check_output_path, load_config
 from .launch import user_errors
 
 
-def tool_parser(description: str, work_dir_holds: str,
-                dist_script: str) -> argparse.ArgumentParser:
-    """A parser with ``config`` and the options every run takes;
-    ``work_dir_holds`` says what ``--work-dir`` receives, ``dist_script``
-    which script starts the ``pytorch`` launcher."""
-    parser = argparse.ArgumentParser(description=description)
+def tool_parser(task: str, work_dir_holds: str) -> argparse.ArgumentParser:
+    """The parser of ``tools/{task}.py`` ('train' or 'test') with ``config``
+    and the options every run takes; ``work_dir_holds`` says what
+    ``--work-dir`` receives."""
+    parser = argparse.ArgumentParser(
+        description=f'{task.capitalize()} a detector / segmentor (mmdet or '
+        'mmseg config)')
     parser.add_argument('config', help='config file')
     parser.add_argument(
         '--work-dir',
@@ -32,7 +33,7 @@ def tool_parser(description: str, work_dir_holds: str,
         '--launcher',
         choices=['none', 'pytorch', 'slurm'],
         default='none',
-        help=f'job launcher ({dist_script} uses pytorch)')
+        help=f'job launcher (tools/dist_{task}.sh uses pytorch)')
     parser.add_argument(
         '--debug',
         action='store_true',

@@ -22,10 +22,7 @@ from .launch import adapt_cfg_to_device, build_runner, init_distributed
 
 
 def parse_args(argv=None):
-    parser = tool_parser(
-        'Test a detector / segmentor (mmdet or mmseg config)',
-        work_dir_holds='the test log and metrics',
-        dist_script='tools/dist_test.sh')
+    parser = tool_parser('test', work_dir_holds='the test log and metrics')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument(
         '--tta',

@@ -23,10 +23,7 @@ from .launch import (adapt_cfg_to_device, build_runner, enable_amp,
 
 
 def parse_args(argv=None):
-    parser = tool_parser(
-        'Train a detector / segmentor (mmdet or mmseg config)',
-        work_dir_holds='logs and checkpoints',
-        dist_script='tools/dist_train.sh')
+    parser = tool_parser('train', work_dir_holds='logs and checkpoints')
     parser.add_argument(
         '--amp',
         action='store_true',

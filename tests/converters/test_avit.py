@@ -79,9 +79,10 @@ def test_keep_head_classifier_gives_official_logits(golden, tmp_path,
     src = tmp_path / 'tiny-4-2.pth'  # gates from the name, as officially
     torch.save({'model': golden['state_dict']}, src)
     dst = tmp_path / 'cls.pth'
-    assert convert_tool.main(['avit', str(src), str(dst), '--keep-head', '--arch',
-                      json.dumps(golden['arch']), '--img-size', '48',
-                      '80']) == 0
+    assert convert_tool.main([
+        'avit', str(src), str(dst), '--keep-head', '--arch',
+        json.dumps(golden['arch']), '--img-size', '48', '80'
+    ]) == 0
     out = capsys.readouterr().out
     cfg = json.loads(out[out.index('{'):])
     assert cfg['backbone']['gate_scale'] == golden['gate_scale'] == 4.
