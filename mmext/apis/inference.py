@@ -165,10 +165,14 @@ def _device(name: Optional[str]) -> str:
         raise ConfigError(f'--device {name}: no CUDA device is available '
                           'here; use --device cpu.')
     try:
-        torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise ConfigError(f'--device {name!r} is not a device; use cpu, '
                           'cuda or cuda:N.') from None
+    count = torch.cuda.device_count()
+    if device.type == 'cuda' and (device.index or 0) >= count:
+        raise ConfigError(f'--device {name}: this machine has {count} GPU(s)'
+                          f', cuda:0 to cuda:{count - 1}.')
     return name
 
 
