@@ -19,7 +19,8 @@ from mmengine.logging import print_log
 
 from mmext.utils.fileio import atomic_write
 from .config_check import (ConfigError, check_cfg_options, check_checkpoint,
-                           check_data, check_output_path, load_config)
+                           check_data, check_output_path, config_task,
+                           load_config)
 from .launch import (adapt_cfg_to_device, build_runner, init_distributed,
                      user_errors)
 
@@ -75,15 +76,6 @@ def parse_args(argv=None):
     return args
 
 
-def _task(cfg: Config) -> str:
-    scope = cfg.get('default_scope', '')
-    if scope not in ('mmdet', 'mmseg'):
-        raise ConfigError(
-            f'default_scope {scope!r}: tools/test.py handles mmdet '
-            '(detection) and mmseg (segmentation) configs')
-    return scope
-
-
 def _setup_visualization(cfg: Config, args, task: str) -> None:
     hooks = cfg.default_hooks
     if 'visualization' not in hooks:
@@ -110,7 +102,7 @@ def setup_cfg(args):
     check_cfg_options(cfg, args.cfg_options, args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    task = _task(cfg)
+    task = config_task(cfg, 'tools/test.py')
     cfg.launcher = args.launcher
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
