@@ -111,6 +111,11 @@ stage "detection: COCO evaluation (bbox + segm), drawn predictions" \
     "$PY" tools/test.py "$DET_CFG" "$DET_CKPT" --work-dir "$OUT/det" \
     --show-dir "$OUT/det/predictions"
 
+stage "detection: image demo (tools/infer.py) on two validation images" \
+    "$LOGS/2b_det_infer.log" \
+    "$PY" tools/infer.py "$DET_CFG" "$DET_CKPT" --out-dir "$OUT/det/infer" \
+    --force "$MMEXT_DEMO_DATA"/coco/val/val_000[01].jpg
+
 stage "segmentation: training UperNet (tiny Dual-ViT, from scratch)" \
     "$LOGS/3_seg_train.log" \
     "$PY" tools/train.py "$SEG_CFG" --work-dir "$OUT/seg" "${NO_VAL[@]}"
@@ -119,6 +124,11 @@ SEG_CKPT=$(cat "$OUT/seg/last_checkpoint")
 stage "segmentation: single-scale mIoU" "$LOGS/4_seg_test.log" \
     "$PY" tools/test.py "$SEG_CFG" "$SEG_CKPT" --work-dir "$OUT/seg" \
     --show-dir "$OUT/seg/predictions"
+
+stage "segmentation: image demo (tools/infer.py) on two validation images" \
+    "$LOGS/4b_seg_infer.log" \
+    "$PY" tools/infer.py "$SEG_CFG" "$SEG_CKPT" --out-dir "$OUT/seg/infer" \
+    --force "$MMEXT_DEMO_DATA"/ade/images/validation/demo_validation_000[01].jpg
 
 stage "segmentation: multi-scale + flip mIoU (--tta)" "$LOGS/5_seg_tta.log" \
     "$PY" tools/test.py "$SEG_CFG" "$SEG_CKPT" --work-dir "$OUT/seg_tta" \
@@ -149,6 +159,7 @@ print(f"UperNet      mIoU single-scale {get(seg, 'mIoU'):.2f}   "
       f"multi-scale+flip {get(tta, 'mIoU'):.2f}   (aAcc {get(seg, 'aAcc'):.2f})")
 print(f'predictions  {out}/det/predictions, {out}/seg/predictions, '
       f'{out}/seg/predictions_tta')
+print(f'image demo   {out}/det/infer, {out}/seg/infer (tools/infer.py)')
 print(f'full logs    {out}/logs/ (and each run\'s own log in its work dir)')
 print(f'wall time    {seconds // 60} min {seconds % 60} s')
 print('=' * 64)

@@ -54,6 +54,17 @@ def load_config(path: str) -> Config:
                           f'{type(err).__name__}: {text}') from None
 
 
+def config_task(cfg: Config, tool: str) -> str:
+    """``'mmdet'`` (detection) or ``'mmseg'`` (segmentation), from the
+    config's ``default_scope``; a :class:`ConfigError` for anything else."""
+    scope = cfg.get('default_scope', '')
+    if scope not in ('mmdet', 'mmseg'):
+        raise ConfigError(
+            f'default_scope {scope!r}: {tool} handles mmdet (detection) and '
+            'mmseg (segmentation) configs')
+    return scope
+
+
 # --------------------------------------------------------------------------
 # --cfg-options
 # --------------------------------------------------------------------------

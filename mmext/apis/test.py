@@ -17,7 +17,7 @@ from mmengine.logging import print_log
 from mmext.utils.fileio import atomic_write
 from .cli import load_cfg, parse_tool_args, run_tool, tool_parser
 from .config_check import (ConfigError, check_checkpoint, check_data,
-                           check_output_path)
+                           check_output_path, config_task)
 from .launch import adapt_cfg_to_device, build_runner, init_distributed
 
 
@@ -47,15 +47,6 @@ def parse_args(argv=None):
     return parse_tool_args(parser, argv)
 
 
-def _task(cfg: Config) -> str:
-    scope = cfg.get('default_scope', '')
-    if scope not in ('mmdet', 'mmseg'):
-        raise ConfigError(
-            f'default_scope {scope!r}: tools/test.py handles mmdet '
-            '(detection) and mmseg (segmentation) configs')
-    return scope
-
-
 def _setup_visualization(cfg: Config, args, task: str) -> None:
     hooks = cfg.default_hooks
     if 'visualization' not in hooks:
@@ -79,7 +70,7 @@ def _setup_visualization(cfg: Config, args, task: str) -> None:
 def setup_cfg(args):
     cfg = load_cfg(args)
     check_checkpoint(args.checkpoint, 'checkpoint to test')
-    task = _task(cfg)
+    task = config_task(cfg, 'tools/test.py')
     cfg.load_from = args.checkpoint
     cfg.resume = False
     adapt_cfg_to_device(cfg)
