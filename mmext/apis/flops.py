@@ -17,7 +17,6 @@ are not. mmdet/mmseg "FLOPs" tables are MAC counts: compare GMACs with them.
 import argparse
 import json
 import os.path as osp
-import sys
 
 from .model_spec import (add_model_arguments, build_model, model_cfg,
                          model_name, parse_shape)

@@ -20,7 +20,7 @@ Two forms of the same computation:
   rounding: a -1000 bias is an exact zero after softmax.
 """
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
