@@ -29,8 +29,8 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from torch import nn
 
+from mmext.errors import ConfigError
 from mmext.registry import HOOKS
-from mmext.utils.config_check import ConfigError
 
 __all__ = [
     'compile_backbone', 'compile_options', 'compile_backbone_hook',

@@ -15,15 +15,11 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from mmext.errors import (CheckpointMismatchError,  # noqa: F401
+                          CorruptCheckpointError, NotResumableError,
+                          UntrustedCheckpointError)
+
 _registered = False
-
-
-class UntrustedCheckpointError(pickle.UnpicklingError):
-    """A checkpoint references a Python global outside the allow-list."""
-
-
-class CorruptCheckpointError(RuntimeError):
-    """A checkpoint file is truncated or not a torch checkpoint."""
 
 
 def _numpy_reconstruct():
@@ -181,9 +177,6 @@ def state_dict_from(checkpoint, keys: Optional[List[str]] = None):
 # --------------------------------------------------------------------------
 # does a state dict fit a model?
 # --------------------------------------------------------------------------
-class CheckpointMismatchError(ValueError):
-    """A checkpoint's keys or shapes do not fit the model it is loaded into
-    (weights of another config, architecture or task)."""
 
 
 def _unwrap_model(model):
@@ -320,8 +313,6 @@ def load_pretrained_strict(module: torch.nn.Module,
 # --------------------------------------------------------------------------
 # resuming
 # --------------------------------------------------------------------------
-class NotResumableError(ValueError):
-    """Nothing to resume from, where something was expected."""
 
 
 _STEP_FILE = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
@@ -398,3 +389,21 @@ def find_resume_checkpoint(work_dir: str, log=None) -> Optional[str]:
            'incomplete' if broken else '')
         + '. Resume from another checkpoint with --resume PATH, or start '
         'over without --resume (after removing the broken files).')
+
+
+def resume_checkpoint(load_from: Optional[str], work_dir: str,
+                      log=None) -> Optional[str]:
+    """What ``resume=True`` continues from: ``load_from`` when given, else
+    the newest complete checkpoint of ``work_dir``
+    (:func:`find_resume_checkpoint`), refused unless it is a training
+    checkpoint (:func:`check_resumable`). None, said through ``log``, when
+    the work dir holds no checkpoint: training starts from scratch."""
+    log = log or (lambda msg: None)
+    if not load_from:
+        load_from = find_resume_checkpoint(work_dir, log=log)
+        if load_from is None:
+            log(f'--resume: no checkpoint in {work_dir}; training starts '
+                'from scratch.')
+            return None
+    check_resumable(load_from)
+    return load_from
