@@ -106,7 +106,7 @@ def avit_gate_center(shape) -> float:
 def step(model, x, train):
     import torch
 
-    from mmext.utils.model_spec import training_step
+    from mmext.apis.model_spec import training_step
     if train:
         training_step(model, x)
         return None
@@ -132,14 +132,15 @@ def run_worker(spec: dict) -> dict:
     import torch
     import torch._dynamo
 
-    from mmext.engine.compile import GraphCounter, graph_break_count
+    from mmext.engine.compile import (INDUCTOR_OPTIONS, GraphCounter,
+                                      graph_break_count)
     torch.set_num_threads(spec['threads'])
     name, mode, shape, dynamic = spec['case']
     train = mode == 'train'
     model = build(name, shape).train(train)
     torch.manual_seed(1)
     x = torch.randn(*shape)
-    counter = GraphCounter('inductor')
+    counter = GraphCounter('inductor', INDUCTOR_OPTIONS)
     compiled = torch.compile(model, backend=counter)
     if dynamic:
         torch._dynamo.mark_dynamic(x, 2)

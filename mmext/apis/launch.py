@@ -154,11 +154,16 @@ def build_runner(cfg: Config) -> Runner:
     if 'runner_type' in cfg and cuda_available():
         from mmengine.registry import RUNNERS
 
+        from mmext.engine.compile import compile_backbone_hook
         from mmext.engine.hooks import safe_checkpoint_cfg
         hooks = cfg.setdefault('default_hooks', {})
         hooks['checkpoint'] = safe_checkpoint_cfg(
             hooks.get('checkpoint', dict(type='CheckpointHook', interval=1)))
-        return RUNNERS.build(cfg)
+        runner = RUNNERS.build(cfg)
+        hook = compile_backbone_hook(cfg)  # MMExtRunner does this itself
+        if hook is not None:
+            runner.register_hook(hook)
+        return runner
     from mmext.engine import MMExtRunner
     return MMExtRunner.from_cfg(cfg)
 

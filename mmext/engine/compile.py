@@ -40,6 +40,11 @@ __all__ = [
 #: keywords of ``torch.compile`` a config may set
 COMPILE_KEYS = ('fullgraph', 'dynamic', 'backend', 'mode', 'options',
                 'disable')
+#: inductor settings added unless a config sets them: torch 2.13's layout
+#: optimisation of convolutions fails on Dual-ViT with dynamic shapes
+#: (``ValueRangeError: Invalid ranges [0:-1]``, pytorch/pytorch#188422);
+#: our convolutions get channels-last inputs already
+INDUCTOR_OPTIONS = dict(layout_optimization=False)
 
 
 def compile_options(value: Union[bool, dict, None]) -> Optional[dict]:
@@ -48,15 +53,19 @@ def compile_options(value: Union[bool, dict, None]) -> Optional[dict]:
     if value is None or value is False:
         return None
     if value is True:
-        return {}
+        value = {}
     if not isinstance(value, dict):
         raise ConfigError(f'compile_backbone must be True/False or a dict of '
                         f'torch.compile keywords, got {value!r}')
     unknown = sorted(set(value) - set(COMPILE_KEYS))
     if unknown:
         raise ConfigError(f'compile_backbone: unknown keys {unknown}; '
-                         f'torch.compile takes {list(COMPILE_KEYS)}')
-    return dict(value)
+                          f'torch.compile takes {list(COMPILE_KEYS)}')
+    kwargs = dict(value)
+    if kwargs.get('backend', 'inductor') == 'inductor' and \
+            'mode' not in kwargs:  # torch.compile takes one of the two
+        kwargs['options'] = {**INDUCTOR_OPTIONS, **kwargs.get('options', {})}
+    return kwargs
 
 
 def find_backbone(model: nn.Module) -> nn.Module:
@@ -136,14 +145,17 @@ class GraphCounter:
         counter.count
     """
 
-    def __init__(self, backend: str = 'inductor'):
+    def __init__(self, backend: str = 'inductor',
+                 options: Optional[dict] = None):
         from torch._dynamo.backends.registry import lookup_backend
         self.backend = lookup_backend(backend)
+        self.options = dict(options or {})  # inductor config while compiling
         self.count = 0
 
     def __call__(self, graph_module, example_inputs):
         self.count += 1
-        return self.backend(graph_module, example_inputs)
+        with torch._inductor.config.patch(self.options):
+            return self.backend(graph_module, example_inputs)
 
 
 def graph_break_count() -> int:
