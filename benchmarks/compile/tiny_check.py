@@ -3,7 +3,8 @@
 the errors the compile tests' tolerances come from, graph counts and
 compile times.
 
-    python benchmarks/compile/tiny_check.py --out benchmarks/compile/tiny.json
+    python benchmarks/compile/tiny_check.py \
+        --out benchmarks/compile/tiny.json
 
 For each family, mode (inference under ``no_grad``; a training step:
 forward and backward of a fixed weighted sum of the outputs, gradients of

@@ -2,7 +2,8 @@
 """mmengine's own ``compile`` key (the whole ``train_step``) vs our
 ``compile_backbone`` on the demo Mask R-CNN (tiny Dual-ViT), CPU.
 
-    python benchmarks/compile/whole_model.py --out benchmarks/compile/whole_model.json
+    python benchmarks/compile/whole_model.py \
+        --out benchmarks/compile/whole_model.json [--backend inductor]
 
 For each setting one fresh process trains a few iterations of the demo
 detector (``configs/demo/dualvit_tiny_maskrcnn_demo_12e.py`` on the
@@ -33,6 +34,8 @@ def make_cfg(setting, backend, data_root, work_dir, iters):
     """The demo detector's config for ``setting``; ``backend`` is handed to
     ``torch.compile``."""
     from mmengine.config import Config
+
+    from mmext.apis.launch import adapt_cfg_to_device
     cfg = Config.fromfile(
         osp.join(REPO, 'configs/demo/dualvit_tiny_maskrcnn_demo_12e.py'))
     for split in ('train', 'val', 'test'):
@@ -55,6 +58,7 @@ def make_cfg(setting, backend, data_root, work_dir, iters):
                                         interval=10**6)
     cfg.work_dir = work_dir
     cfg.launcher = 'none'
+    adapt_cfg_to_device(cfg)  # e.g. the config's AMP falls back on a CPU
     if setting == 'mmengine_compile':
         cfg.compile = dict(backend=backend)
     elif setting == 'compile_backbone':
@@ -103,7 +107,9 @@ def run_worker(spec) -> dict:
     from mmext.engine.compile import GraphCounter, graph_break_count
     torch.set_num_threads(1)
     backend = GraphCounter(spec['backend'])
-    cfg = make_cfg(spec['setting'], backend, spec['data_root'],
+    # by name: the runner prints the config, which must stay plain data
+    torch._dynamo.register_backend(backend, name='counted')
+    cfg = make_cfg(spec['setting'], 'counted', spec['data_root'],
                    spec['work_dir'], spec['iters'])
     runner = MMExtRunner.from_cfg(cfg)
     timer = IterTimer()
@@ -169,9 +175,10 @@ def main(argv=None):
             found = [line for line in proc.stdout.splitlines()
                      if line.startswith('RESULT ')]
             key = f'{setting} ({args.backend})'
+            errors = [line for line in proc.stdout.splitlines()
+                      if 'Error' in line] or ['no output']
             results[key] = json.loads(found[-1][len('RESULT '):]) if found \
-                else dict(error=(proc.stdout.strip().splitlines() or
-                                 ['no output'])[-1])
+                else dict(error=errors[-1])
             print(key, json.dumps(results[key])[:400], flush=True)
             with atomic_write(args.out, 'w', force=True) as f:
                 json.dump(results, f, indent=1)
