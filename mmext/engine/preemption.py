@@ -1,0 +1,145 @@
+"""Stopping on SIGTERM, the way SLURM, Kubernetes and most schedulers stop
+or preempt a job: one line, optionally a resumable checkpoint, a documented
+exit status.
+
+:class:`PreemptionHook` (registered by the mmext runner as
+``default_hooks.preemption``) handles SIGTERM in the main process:
+
+* ``save_checkpoint=False`` (default): the run stops at once, as after
+  Ctrl-C; the checkpoints already written are complete (they are written
+  atomically), so ``--resume`` continues from the last one.
+* ``save_checkpoint=True`` (``tools/train.py --save-on-sigterm``): the
+  current iteration finishes, the training state is saved (through
+  :class:`~mmext.engine.hooks.SafeCheckpointHook`, so ``last_checkpoint``
+  names it), then the run stops. A second SIGTERM stops at once. With
+  several processes, all stop after the same iteration.
+
+Either way :class:`Terminated` is raised; the tools turn it into one line
+on stderr and exit status :data:`EXIT_TERMINATED` (143 = 128 + SIGTERM, what
+schedulers expect from a job that ended on SIGTERM). DataLoader workers
+ignore SIGTERM (a scheduler signals every process of the job): they end
+with the main process, which needs them to finish the iteration.
+"""
+import functools
+import os
+import signal
+import threading
+from typing import Optional
+
+from mmengine.hooks import Hook
+
+from mmext.registry import HOOKS
+from mmext.utils.checkpoint import read_last_checkpoint
+from .dist import any_rank
+from .hooks import SafeCheckpointHook
+
+#: exit status of a run stopped by SIGTERM
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """The run was stopped by SIGTERM. A ``BaseException``, as
+    ``KeyboardInterrupt``: no ``except Exception`` may swallow it."""
+
+
+def _ignore_sigterm(worker_id, then=None):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if then is not None:
+        then(worker_id)
+
+
+def ignore_sigterm_in_workers(loader) -> None:
+    """Make ``loader``'s worker processes ignore SIGTERM (call it before its
+    workers start; they still end when the main process ends)."""
+    if not getattr(loader, 'num_workers', 0) or getattr(
+            loader.worker_init_fn, 'func', None) is _ignore_sigterm:
+        return
+    loader.worker_init_fn = functools.partial(
+        _ignore_sigterm, then=loader.worker_init_fn)
+
+
+@HOOKS.register_module()
+class PreemptionHook(Hook):
+    """Stop cleanly on SIGTERM; with ``save_checkpoint`` save a resumable
+    checkpoint first (see the module's doc)."""
+
+    # last: this iteration's regular checkpoint, if any, is reused
+    priority = 'LOWEST'
+
+    def __init__(self, save_checkpoint: bool = False):
+        self.save_checkpoint = bool(save_checkpoint)
+        self._requested = False
+        self._training = False
+        self._previous = None
+        self._main_pid: Optional[int] = None
+        self._runner = None
+
+    # -- the handler ------------------------------------------------------
+    def before_run(self, runner) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            runner.logger.warning('SIGTERM handling needs the main thread; '
+                                  'it is off in this run')
+            return
+        self._runner, self._main_pid = runner, os.getpid()
+        self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def after_run(self, runner) -> None:
+        if self._main_pid == os.getpid() and self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+    def _on_sigterm(self, signum, frame) -> None:
+        if os.getpid() != self._main_pid:
+            return  # a forked copy of the handler
+        runner = self._runner
+        if self._requested or not (self.save_checkpoint and self._training):
+            raise Terminated(self._stop_message(runner, saved=None))
+        self._requested = True
+        runner.logger.warning(
+            f'SIGTERM: finishing iteration {runner.iter + 1}, saving a '
+            'checkpoint, then stopping')
+
+    # -- deferred stop (save_checkpoint) ----------------------------------
+    def before_train(self, runner) -> None:
+        self._training = True
+
+    def after_train(self, runner) -> None:
+        self._training = False
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None) -> None:
+        self._stop_if_requested(runner, done=runner.iter + 1)
+
+    def after_val_iter(self, runner, batch_idx, data_batch=None,
+                       outputs=None) -> None:
+        if self._training:
+            # validation runs after the loop has counted the iteration; the
+            # state saved is that of the last training iteration
+            self._stop_if_requested(runner, done=runner.iter)
+
+    def _stop_if_requested(self, runner, done: int) -> None:
+        if not self.save_checkpoint or not any_rank(self._requested):
+            return
+        savers = [h for h in runner.hooks
+                  if isinstance(h, SafeCheckpointHook)]
+        path = savers[0].save_now(runner, done) if savers else ''
+        raise Terminated(self._stop_message(runner, saved=path, done=done))
+
+    def _stop_message(self, runner, saved: Optional[str],
+                      done: Optional[int] = None) -> str:
+        done = runner.iter if done is None else done
+        where = f'after iteration {done}' if self._training else \
+            'during testing'
+        if saved:
+            return (f'stopped by SIGTERM {where}; saved {saved}: continue '
+                    'with --resume')
+        if saved == '':
+            return (f'stopped by SIGTERM {where}; no checkpoint hook, so '
+                    'nothing was saved')
+        if not self._training:
+            return f'stopped by SIGTERM {where}'
+        last = read_last_checkpoint(runner.work_dir)
+        return (f'stopped by SIGTERM {where}; '
+                + (f'the last checkpoint is {last} (continue with --resume)'
+                   if last else 'no checkpoint was saved yet') +
+                '; --save-on-sigterm saves one when stopped')
