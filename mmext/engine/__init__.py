@@ -1,6 +1,6 @@
-"""Runner, hooks (crash-safe checkpoints, non-finite losses, SIGTERM),
-optimizer-wrapper constructors and TTA models."""
-from . import optim, tta  # noqa: F401  (registers the constructor, TTA)
+"""Runner, hooks (crash-safe checkpoints, non-finite losses, SIGTERM) and
+optimizer-wrapper constructors."""
+from . import optim  # noqa: F401  (registers the constructor)
 from .hooks import SafeCheckpointHook
 from .nonfinite import NonFiniteCheckHook
 from .preemption import PreemptionHook
