@@ -18,7 +18,9 @@ from typing import Any, Iterable, List, Optional
 from mmengine.config import Config
 from mmengine.logging import print_log
 
+from mmext.datasets.checks import leaf_datasets as _iter_datasets
 from mmext.errors import ConfigError  # noqa: F401
+from mmext.utils.fileio import is_remote as _is_remote
 
 
 # --------------------------------------------------------------------------
@@ -291,22 +293,6 @@ _DEMO_HINT = ('This is the generated demo data: make it with '
               '`python -m mmext.datasets.demo --root {root}` '
               '(or run `make demo`), or point the demo configs at a copy '
               'made elsewhere with MMEXT_DEMO_DATA=/path/to/demo.')
-
-
-def _iter_datasets(ds_cfg: Any):
-    if not isinstance(ds_cfg, dict):
-        return
-    if 'dataset' in ds_cfg:
-        yield from _iter_datasets(ds_cfg['dataset'])
-    if isinstance(ds_cfg.get('datasets'), (list, tuple)):
-        for sub in ds_cfg['datasets']:
-            yield from _iter_datasets(sub)
-    if 'dataset' not in ds_cfg and 'datasets' not in ds_cfg:
-        yield ds_cfg
-
-
-def _is_remote(path: str) -> bool:
-    return bool(re.match(r'^[a-zA-Z][\w+.-]*://', path))
 
 
 def _hint(ds: dict, root: str) -> str:

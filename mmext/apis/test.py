@@ -1,5 +1,6 @@
-"""``tools/test.py``: evaluate a checkpoint: COCO box/mask AP for detection configs, mIoU (with
-the per-class table) for segmentation configs.
+"""``tools/test.py``: evaluate a checkpoint: COCO box/mask AP for detection
+configs, mIoU (with the per-class table) for segmentation configs. A
+checkpoint that does not fit the model or holds NaN / inf is refused.
 
 Examples::
 
@@ -17,6 +18,7 @@ import sys
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
+from mmext.datasets.checks import check_before_run
 from mmext.utils.fileio import atomic_write
 from .config_check import (ConfigError, check_cfg_options, check_checkpoint,
                            check_data, check_output_path, load_config)
@@ -58,6 +60,11 @@ def parse_args(argv=None):
         choices=['none', 'pytorch', 'slurm'],
         default='none',
         help='job launcher (tools/dist_test.sh uses pytorch)')
+    parser.add_argument(
+        '--skip-data-check',
+        action='store_true',
+        help='do not check the data set before testing (the quick check '
+        'reads the annotations and lists the image folders)')
     parser.add_argument(
         '--allow-mismatch',
         action='store_true',
@@ -138,6 +145,9 @@ def setup_cfg(args):
     if args.show_dir:
         check_output_path(args.show_dir, '--show-dir', folder=True)
     check_data(cfg, ['test'])
+    if not args.skip_data_check:
+        check_before_run(cfg, ['test'],
+                         log=lambda msg: print_log(msg, logger='current'))
     return cfg, task
 
 
@@ -173,4 +183,3 @@ def _run(args):
                            tta=args.tta, metrics=metrics), f, indent=2,
                       default=float)
     return metrics
-

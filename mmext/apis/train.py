@@ -10,6 +10,11 @@ the config's ``default_scope``. Examples::
 Checkpoints are written crash-safe (mmext.engine.SafeCheckpointHook): a run
 killed at any moment leaves a checkpoint that ``--resume`` can continue from.
     bash tools/dist_train.sh CONFIG 8                     # torchrun, 8 GPUs
+    python tools/train.py CONFIG --save-on-sigterm        # SLURM, preemption
+
+Before any work the data is checked (mmext.datasets.checks, quick level), a
+``--resume`` checkpoint must fit the config's model, and the work dir is
+locked against a second run (mmext.utils.lock).
 """
 import argparse
 import os
@@ -17,14 +22,19 @@ import os.path as osp
 import sys
 
 from mmengine.config import Config, DictAction
+from mmengine.dist import broadcast_object_list, get_dist_info
 from mmengine.logging import print_log
 
+from mmext.datasets.checks import check_before_run
+from mmext.errors import WorkDirLockedError
 from mmext.utils.checkpoint import check_resumable, find_resume_checkpoint
+from mmext.utils.lock import WorkDirLock
 from .config_check import (ConfigError, check_cfg_options, check_checkpoint,
                            check_data, check_output_path, check_pretrained,
                            load_config)
 from .launch import (adapt_cfg_to_device, build_runner, enable_amp,
                      init_distributed, user_errors)
+from .resume_check import check_resume_fits
 
 
 def parse_args(argv=None):
@@ -64,6 +74,17 @@ def parse_args(argv=None):
         default='none',
         help='job launcher (tools/dist_train.sh uses pytorch)')
     parser.add_argument(
+        '--save-on-sigterm',
+        action='store_true',
+        help='on SIGTERM (a scheduler stopping or preempting the job) '
+        'finish the iteration and save a resumable checkpoint before '
+        'exiting with status 143')
+    parser.add_argument(
+        '--skip-data-check',
+        action='store_true',
+        help='do not check the data set before training (the quick check '
+        'reads the annotations and lists the image folders)')
+    parser.add_argument(
         '--debug',
         action='store_true',
         help='show the full traceback of an error (it is always written '
@@ -93,6 +114,10 @@ def setup_cfg(args) -> Config:
     if args.amp:
         enable_amp(cfg)
     adapt_cfg_to_device(cfg)
+    if args.save_on_sigterm:
+        hooks = cfg.setdefault('default_hooks', {})
+        hooks['preemption'] = dict(hooks.get('preemption') or {},
+                                   save_checkpoint=True)
 
     if args.auto_scale_lr:
         scale = cfg.get('auto_scale_lr')
@@ -123,6 +148,8 @@ def setup_cfg(args) -> Config:
         check_resumable(cfg.load_from)
     else:
         check_checkpoint(cfg.get('load_from'), 'load_from checkpoint')
+    if cfg.get('resume'):
+        check_resume_fits(cfg, cfg.load_from)
 
     # fail early, before a model is built or workers are started (the
     # runner initialises weights before it resumes, so this holds for
@@ -132,17 +159,40 @@ def setup_cfg(args) -> Config:
     if cfg.get('val_cfg') and cfg.get('val_dataloader'):
         splits.append('val')
     check_data(cfg, splits)
+    if not args.skip_data_check:
+        check_before_run(cfg, splits,
+                         log=lambda msg: print_log(msg, logger='current'))
     return cfg
+
+
+def hold_work_dir(work_dir: str) -> WorkDirLock:
+    """Lock the work dir for this run (on the first process; every process
+    stops if another run holds it)."""
+    lock = WorkDirLock(work_dir)
+    refused = ''
+    if get_dist_info()[0] == 0:
+        try:
+            lock.acquire()
+        except WorkDirLockedError as err:
+            refused = str(err)
+    if get_dist_info()[1] > 1:
+        shared = [refused]
+        broadcast_object_list(shared, src=0)
+        refused = shared[0]
+    if refused:
+        raise WorkDirLockedError(refused)
+    return lock
 
 
 def main(argv=None):
     args = parse_args(argv)
-    # every failure: one line naming the problem and exit status 1; the
-    # traceback goes to the log file (and to the terminal with --debug)
+    # every failure: one line naming the problem and exit status 1 (143 on
+    # SIGTERM); the traceback goes to the log file (and to the terminal with
+    # --debug)
     with user_errors(osp.basename(sys.argv[0]), debug=args.debug):
         cfg = setup_cfg(args)
         init_distributed(args.launcher,
                          cfg.get('env_cfg', {}).get('dist_cfg'))
-        runner = build_runner(cfg)
-        runner.train()
-
+        with hold_work_dir(cfg.work_dir):
+            runner = build_runner(cfg)
+            runner.train()

@@ -25,11 +25,13 @@ annotation ids). Errors stop a run; warnings and notes go to the log.
 import json
 import os
 import os.path as osp
-import re
 from collections import OrderedDict
 from typing import Callable, Dict, Iterable, Iterator, List, Optional
 
 import numpy as np
+
+from mmext.errors import DataCheckError
+from mmext.utils.fileio import is_remote
 
 ERROR, WARNING, NOTE = 'error', 'warning', 'note'
 
@@ -84,10 +86,6 @@ PROBLEMS = OrderedDict([
 ])
 
 
-class DataCheckError(ValueError):
-    """A data set has problems that would stop or spoil a run."""
-
-
 class Findings:
     """Problems found in one data set: per kind, a count and the first
     examples."""
@@ -136,10 +134,6 @@ class Findings:
 # --------------------------------------------------------------------------
 # files
 # --------------------------------------------------------------------------
-def _is_remote(path: str) -> bool:
-    return bool(re.match(r'^[a-zA-Z][\w+.-]*://', str(path)))
-
-
 def list_files(folder: str, suffix: str = '') -> List[str]:
     """Paths (relative to ``folder``, sorted) of the files under ``folder``
     ending with ``suffix``, recursively; one ``scandir`` per folder."""
@@ -193,7 +187,7 @@ def describe_image_file(path: str, unchanged: bool = False) -> Optional[str]:
     """What keeps ``path`` from being read as an image ('does not exist',
     'is empty (0 bytes)', 'cannot be decoded (a damaged JPEG)', ...), or
     None if it decodes."""
-    if _is_remote(path):
+    if is_remote(path):
         return None
     if not osp.exists(path):
         return 'does not exist'
@@ -233,7 +227,7 @@ def leaf_datasets(ds_cfg) -> Iterator[dict]:
 
 
 def _join(root: str, path: str) -> str:
-    if not path or not root or osp.isabs(path) or _is_remote(path):
+    if not path or not root or osp.isabs(path) or is_remote(path):
         return path
     return osp.join(root, path)
 
@@ -426,7 +420,7 @@ def _check_files_exist(folder: str, names: Iterable[str],
                        found: Findings) -> None:
     """Each name (relative to ``folder``) must be a file: one listing per
     sub-folder, not one ``stat`` per image."""
-    if _is_remote(folder):
+    if is_remote(folder):
         return
     listed: Dict[str, set] = {}
     for name in names:
@@ -447,7 +441,7 @@ def check_seg_folders(spec: DatasetSpec,
     found = findings or Findings(spec['where'])
     img_dir, seg_dir = spec['img_dir'], spec['seg_dir']
     img_suffix, seg_suffix = spec['img_suffix'], spec['seg_suffix']
-    if _is_remote(img_dir) or _is_remote(seg_dir):
+    if is_remote(img_dir) or is_remote(seg_dir):
         return found
     ann_file = spec['ann_file']
     if ann_file and osp.isfile(ann_file):
@@ -473,10 +467,10 @@ def check_seg_folders(spec: DatasetSpec,
     return found
 
 
-def quick_check(spec: DatasetSpec) -> Findings:
+def quick_check(spec: DatasetSpec, examples: int = 3) -> Findings:
     check = check_coco_annotations if spec.kind == 'coco' \
         else check_seg_folders
-    return check(spec)
+    return check(spec, Findings(spec['where'], examples))
 
 
 # --------------------------------------------------------------------------
@@ -604,11 +598,11 @@ def _jobs(spec: DatasetSpec):
 
 
 def full_check(spec: DatasetSpec, workers: int = 0,
-               progress: Optional[Callable[[int], None]] = None
-               ) -> Findings:
+               progress: Optional[Callable[[int], None]] = None,
+               examples: int = 3) -> Findings:
     """The quick check plus a decode of every image (and label map), in
     ``workers`` processes (0: in this one)."""
-    found = quick_check(spec)
+    found = quick_check(spec, examples)
     inspect = _inspect_image if spec.kind == 'coco' else _inspect_pair
     jobs = list(_jobs(spec))
     if workers > 1:

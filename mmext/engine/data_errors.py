@@ -21,37 +21,11 @@ import re
 from typing import Optional
 
 from mmext.datasets.checks import describe_image_file
+from mmext.errors import DataLoadError
 
 #: smallest side (pixels) of an image with a label map: mmseg's
 #: LoadAnnotations squeezes the map, so a 1-pixel side loses a dimension
 MIN_SEG_SIDE = 2
-
-_WORKER_TEXT = re.compile(r'^Caught (\w+) in DataLoader worker process \d+')
-
-
-class DataLoadError(RuntimeError):
-    """A sample could not be loaded; the message names it and the cause,
-    :attr:`detail` holds the original traceback (text) when the error
-    crossed a process boundary."""
-
-    def __init__(self, message: str, detail: str = ''):
-        if _WORKER_TEXT.match(message) and 'Original Traceback' in message:
-            # re-raised by a DataLoader worker as type(exc)(traceback text):
-            # the message is the traceback's last line
-            detail = message
-            last = message.rstrip().splitlines()[-1]
-            message = last.split(f'{type(self).__name__}: ', 1)[-1]
-        super().__init__(message)
-        self.detail = detail
-
-
-def worker_error_summary(text: str) -> Optional[str]:
-    """The original error (``Type: message``, its last traceback line) of
-    an exception a DataLoader worker re-raised, or None if ``text`` is not
-    such a message."""
-    if not (_WORKER_TEXT.match(text) and 'Original Traceback' in text):
-        return None
-    return text.rstrip().splitlines()[-1].strip()
 
 
 def clean_cause(err: BaseException) -> str:

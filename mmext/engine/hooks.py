@@ -26,9 +26,9 @@ from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook
 
+from mmext.errors import CheckpointWriteError, NonFiniteCheckpointError
 from mmext.registry import HOOKS
-from mmext.utils.checkpoint import (NonFiniteCheckpointError,
-                                    nonfinite_report, read_last_checkpoint)
+from mmext.utils.checkpoint import nonfinite_report, read_last_checkpoint
 from mmext.utils.fileio import atomic_write, is_partial_file
 
 #: file backend name under which checkpoints are written atomically
@@ -63,10 +63,6 @@ class _DeferredRemoval:
 
     def __getattr__(self, name):
         return getattr(self._backend, name)
-
-
-class CheckpointWriteError(OSError):
-    """A checkpoint could not be written (full disk, quota, I/O error)."""
 
 
 @HOOKS.register_module()

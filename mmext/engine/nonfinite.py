@@ -8,7 +8,8 @@ step conditional on finite gradients and stops training at the first step
 whose loss terms or gradients are NaN or inf, naming the iteration and the
 terms; the step is never applied, so the weights stay those of the last
 good step. With ``max_skipped_steps=N`` up to N such steps are skipped
-(not applied) and training goes on.
+and training goes on: the update is not applied and the buffers the forward
+pass changed (BatchNorm statistics) are restored.
 
 Mixed precision: a ``GradScaler`` (``AmpOptimWrapper``) already skips
 steps whose scaled gradients overflow and lowers its scale; that is how
@@ -24,14 +25,10 @@ from typing import Dict, List, Optional
 import torch
 from mmengine.hooks import Hook
 
+from mmext.errors import NonFiniteLossError
 from mmext.registry import HOOKS
 from mmext.utils.checkpoint import read_last_checkpoint
 from .dist import any_rank
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced NaN or inf losses or gradients more often than
-    allowed."""
 
 
 def _wrappers(optim_wrapper) -> list:
@@ -111,6 +108,7 @@ class NonFiniteCheckHook(Hook):
         self._guarded: list = []
         self._refused = False  # a step refused by the guard this iteration
         self._scales: list = []
+        self._buffers: list = []
 
     # -- guarding the optimizer step --------------------------------------
     def before_train(self, runner) -> None:
@@ -139,6 +137,12 @@ class NonFiniteCheckHook(Hook):
         self._refused = False
         self._scales = [(s, s.get_scale()) for s in map(
             active_grad_scaler, _wrappers(runner.optim_wrapper)) if s]
+        if self.max_skipped_steps:
+            # a NaN forward pass poisons BatchNorm statistics even when the
+            # update is not applied: keep them to restore
+            self._buffers = [(b, b.detach().clone())
+                             for b in runner.model.buffers()
+                             if b.is_floating_point()]
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None) -> None:
@@ -159,6 +163,9 @@ class NonFiniteCheckHook(Hook):
         hub.update_info('nonfinite_skipped_steps', skipped)
         what = self._describe(bad, overflow)
         if skipped <= self.max_skipped_steps:
+            with torch.no_grad():
+                for buffer, saved in self._buffers:
+                    buffer.copy_(saved)
             runner.logger.warning(
                 f'iteration {step}: {what}; training goes on ({skipped} of '
                 f'at most {self.max_skipped_steps} non-finite steps).')

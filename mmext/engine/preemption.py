@@ -24,10 +24,11 @@ import functools
 import os
 import signal
 import threading
-from typing import Optional
+from typing import Callable, Optional
 
 from mmengine.hooks import Hook
 
+from mmext.errors import Terminated
 from mmext.registry import HOOKS
 from mmext.utils.checkpoint import read_last_checkpoint
 from .dist import any_rank
@@ -37,9 +38,19 @@ from .hooks import SafeCheckpointHook
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
-class Terminated(BaseException):
-    """The run was stopped by SIGTERM. A ``BaseException``, as
-    ``KeyboardInterrupt``: no ``except Exception`` may swallow it."""
+def install_sigterm_handler(handler: Callable[[], None]):
+    """Make SIGTERM call ``handler()`` in this process; a forked child
+    (multiprocessing pools, evaluators) keeps the default action, as if it
+    had not inherited the handler. Returns the previous handler."""
+    owner = os.getpid()
+
+    def on_sigterm(signum, frame):
+        if os.getpid() == owner:
+            return handler()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    return signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def _ignore_sigterm(worker_id, then=None):
@@ -71,7 +82,6 @@ class PreemptionHook(Hook):
         self._requested = False
         self._training = False
         self._previous = None
-        self._main_pid: Optional[int] = None
         self._runner = None
 
     # -- the handler ------------------------------------------------------
@@ -80,17 +90,15 @@ class PreemptionHook(Hook):
             runner.logger.warning('SIGTERM handling needs the main thread; '
                                   'it is off in this run')
             return
-        self._runner, self._main_pid = runner, os.getpid()
-        self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._runner = runner
+        self._previous = install_sigterm_handler(self._on_sigterm)
 
     def after_run(self, runner) -> None:
-        if self._main_pid == os.getpid() and self._previous is not None:
+        if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
             self._previous = None
 
-    def _on_sigterm(self, signum, frame) -> None:
-        if os.getpid() != self._main_pid:
-            return  # a forked copy of the handler
+    def _on_sigterm(self) -> None:
         runner = self._runner
         if self._requested or not (self.save_checkpoint and self._training):
             raise Terminated(self._stop_message(runner, saved=None))

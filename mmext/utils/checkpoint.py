@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from mmext.errors import (CheckpointMismatchError,  # noqa: F401
-                          CorruptCheckpointError, NotResumableError,
-                          UntrustedCheckpointError)
+                          CorruptCheckpointError, NonFiniteCheckpointError,
+                          NotResumableError, UntrustedCheckpointError)
 
 _registered = False
 
@@ -313,11 +313,6 @@ def load_pretrained_strict(module: torch.nn.Module,
 # --------------------------------------------------------------------------
 # non-finite values
 # --------------------------------------------------------------------------
-class NonFiniteCheckpointError(ValueError):
-    """A checkpoint (or a model about to be saved) holds NaN or inf: the
-    state of a diverged run, whose results would be meaningless."""
-
-
 def _named_float_tensors(tree, prefix: str = ''):
     """``(name, tensor)`` of every floating-point tensor in a nested
     structure of dicts, lists and tuples (a state dict, an optimizer's
@@ -362,7 +357,7 @@ def nonfinite_tensors(tree) -> List[str]:
 
 
 def nonfinite_report(tree, examples: int = 3) -> Optional[str]:
-    """``'2 of 245 tensors hold NaN or inf (a, b)'`` for the non-finite
+    """``'2 of 245 tensors hold NaN or inf: a, b'`` for the non-finite
     tensors of ``tree`` (see :func:`nonfinite_tensors`); None if all are
     finite."""
     names = nonfinite_tensors(tree)
@@ -372,8 +367,7 @@ def nonfinite_report(tree, examples: int = 3) -> Optional[str]:
     shown = ', '.join(names[:examples])
     more = f', ... ({len(names) - examples} more)' \
         if len(names) > examples else ''
-    return (f'{len(names)} of {total} tensors hold NaN or inf '
-            f'({shown}{more})')
+    return f'{len(names)} of {total} tensors hold NaN or inf: {shown}{more}'
 
 
 def check_finite_weights(state: Dict, source: str,

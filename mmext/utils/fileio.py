@@ -8,6 +8,7 @@ import contextlib
 import errno
 import os
 import os.path as osp
+import re
 import tempfile
 from typing import IO, Iterator
 
@@ -105,3 +106,9 @@ def is_partial_file(name: str) -> bool:
     :func:`atomic_write`."""
     base = osp.basename(name)
     return base.startswith('.') and base.endswith('.part')
+
+
+def is_remote(path: str) -> bool:
+    """Whether ``path`` is a URL (``s3://...``, ``http://...``) rather than
+    a local path."""
+    return bool(re.match(r'^[a-zA-Z][\w+.-]*://', str(path)))

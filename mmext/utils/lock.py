@@ -19,6 +19,8 @@ import sys
 import time
 from typing import Optional
 
+from mmext.errors import WorkDirLockedError
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not a POSIX system
@@ -26,10 +28,6 @@ except ImportError:  # pragma: no cover - not a POSIX system
 
 #: name of the lock file inside a work dir
 LOCK_NAME = '.train.lock'
-
-
-class WorkDirLockedError(RuntimeError):
-    """Another live run holds the work dir."""
 
 
 def _holder_text(fd: int) -> str:
