@@ -14,10 +14,12 @@ Two levels:
   polygons (dropped) or RLE masks of another size are too. Folder sets
   (ADE20K format): every image has its label map.
 * **full** (``tools/check_data.py CONFIG``) also decodes every image and
-  label map: empty or undecodable images, JPEGs cut short, images whose
-  size differs from the annotations, label maps whose size differs from
-  their image, label maps with colour channels, label values outside the
-  classes and the ignore index, segmentation images under 2x2 pixels.
+  label map: empty or undecodable images, images whose size differs from
+  the annotations, label maps whose size differs from their image, label
+  maps with colour channels, label values outside the classes and the
+  ignore index, segmentation images under 2x2 pixels.
+  (JPEGs and PNGs cut short are undecodable to the OpenCV that mmcv uses,
+  and named as such.)
 
 Each problem is reported once, with its count and the first files (and
 annotation ids). Errors stop a run; warnings and notes go to the log.
@@ -81,8 +83,6 @@ PROBLEMS = OrderedDict([
     ('label_size', (ERROR, 'label maps differ in size from their image')),
     ('label_values', (ERROR, 'label maps hold values outside the classes '
                       'and the ignore index')),
-    ('truncated_jpeg', (WARNING, 'JPEG files are cut short (they decode '
-                        'with a grey bottom)')),
 ])
 
 
@@ -171,7 +171,11 @@ def _decode(data: bytes, unchanged: bool):
 
 def _what_it_is(data: bytes) -> str:
     if data[:2] == b'\xff\xd8':
-        return 'a damaged JPEG'
+        # a complete JPEG ends with the EOI marker (some writers pad after)
+        return 'a damaged JPEG' if b'\xff\xd9' in data[-1024:] else \
+            'a JPEG cut short'
+    if data[:8] == b'\x89PNG\r\n\x1a\n' and b'IEND' not in data[-64:]:
+        return 'a PNG cut short'
     if data[:8] == b'\x89PNG\r\n\x1a\n':
         return 'a damaged PNG'
     try:
@@ -203,11 +207,6 @@ def describe_image_file(path: str, unchanged: bool = False) -> Optional[str]:
     if _decode(data, unchanged) is None:
         return f'cannot be decoded ({_what_it_is(data)})'
     return None
-
-
-def _jpeg_cut_short(data: bytes) -> bool:
-    # a complete JPEG ends with the EOI marker (some writers pad after it)
-    return data[:2] == b'\xff\xd8' and b'\xff\xd9' not in data[-1024:]
 
 
 # --------------------------------------------------------------------------
@@ -495,8 +494,6 @@ def _decode_image(path: str, found: Findings):
     img = _decode(data, unchanged=False)
     if img is None:
         found.add('unreadable_image', f'{path}: {_what_it_is(data)}')
-    elif _jpeg_cut_short(data):
-        found.add('truncated_jpeg', path)
     return img
 
 
@@ -619,7 +616,7 @@ def full_check(spec: DatasetSpec, workers: int = 0,
             if progress and (i + 1) % 500 == 0:
                 progress(i + 1)
     for kind in ('empty_file', 'unreadable_image', 'size_mismatch',
-                 'truncated_jpeg', 'too_small', 'label_size',
+                 'too_small', 'label_size',
                  'label_values', 'label_channels', 'empty_label_map',
                  'unreadable_label_map'):
         found.total[kind] = len(jobs)

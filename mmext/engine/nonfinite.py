@@ -124,12 +124,16 @@ class NonFiniteCheckHook(Hook):
                 return original(**kwargs)
             self._refused = True  # update_params zeroes the gradients next
 
+        own = vars(wrapper).get('step')  # set on the instance before us
         wrapper.step = step
-        self._guarded.append((wrapper, original))
+        self._guarded.append((wrapper, own))
 
     def after_train(self, runner) -> None:
-        for wrapper, original in self._guarded:
-            wrapper.step = original
+        for wrapper, own in self._guarded:
+            if own is None:
+                del wrapper.step
+            else:
+                wrapper.step = own
         self._guarded = []
 
     # -- judging each iteration -------------------------------------------
@@ -141,8 +145,7 @@ class NonFiniteCheckHook(Hook):
             # a NaN forward pass poisons BatchNorm statistics even when the
             # update is not applied: keep them to restore
             self._buffers = [(b, b.detach().clone())
-                             for b in runner.model.buffers()
-                             if b.is_floating_point()]
+                             for b in runner.model.buffers()]
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None) -> None:
