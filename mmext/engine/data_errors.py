@@ -37,6 +37,8 @@ def clean_cause(err: BaseException) -> str:
                   r'OpenCV \1:', text)
     if isinstance(err, KeyError):
         return f'missing key {text}'
+    if type(err).__name__ == 'error':  # cv2.error: the text says OpenCV
+        return text
     return f'{type(err).__name__}: {text}'
 
 

@@ -20,6 +20,7 @@ above (the scaler has skipped the update, the weights are intact).
 :class:`~mmext.engine.hooks.SafeCheckpointHook` refuses to save non-finite
 weights or optimizer state whatever this hook is set to.
 """
+import functools
 from typing import Dict, List, Optional
 
 import torch
@@ -119,6 +120,9 @@ class NonFiniteCheckHook(Hook):
     def _guard(self, wrapper) -> None:
         original = wrapper.step
 
+        # wraps: keeps the marks of mmengine's parameter schedulers, which
+        # count steps through a wrapper of their own
+        @functools.wraps(original)
         def step(**kwargs):
             if grads_finite(wrapper):
                 return original(**kwargs)

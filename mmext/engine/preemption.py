@@ -16,10 +16,16 @@ exit status.
 
 Either way :class:`Terminated` is raised; the tools turn it into one line
 on stderr and exit status :data:`EXIT_TERMINATED` (143 = 128 + SIGTERM, what
-schedulers expect from a job that ended on SIGTERM). DataLoader workers
-ignore SIGTERM (a scheduler signals every process of the job): they end
-with the main process, which needs them to finish the iteration.
+schedulers expect from a job that ended on SIGTERM).
+
+A scheduler signals every process of the job, DataLoader workers included;
+a worker that dies makes the main process fail at once ("DataLoader worker
+exited unexpectedly"), before it can finish the iteration. So while a run
+handles SIGTERM, its workers ignore it (:func:`ignore_sigterm_in_workers`);
+when the main process exits, they take SIGTERM as usual again, which is how
+Python's multiprocessing ends them.
 """
+import atexit
 import functools
 import os
 import signal
@@ -53,20 +59,51 @@ def install_sigterm_handler(handler: Callable[[], None]):
     return signal.signal(signal.SIGTERM, on_sigterm)
 
 
-def _ignore_sigterm(worker_id, then=None):
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+#: 1 while the main process handles SIGTERM for its DataLoader workers
+#: (shared with them; made before the first worker starts)
+_main_handles_sigterm = None
+
+
+def _shared_flag():
+    global _main_handles_sigterm
+    if _main_handles_sigterm is None:
+        import multiprocessing
+        _main_handles_sigterm = multiprocessing.Value('b', 0, lock=False)
+        atexit.register(set_workers_ignore_sigterm, False)  # before the
+        # atexit handler of multiprocessing, which SIGTERMs and joins them
+    return _main_handles_sigterm
+
+
+def set_workers_ignore_sigterm(ignore: bool) -> None:
+    """Whether the DataLoader workers made by
+    :func:`ignore_sigterm_in_workers` ignore SIGTERM from now on."""
+    _shared_flag().value = int(bool(ignore))
+
+
+def _worker_sigterm(signum, frame, flag):
+    if flag.value:
+        return  # the main process finishes its iteration, then ends us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker_init(worker_id, flag, then=None):
+    # replaces the handler torch sets in its workers (print, then die)
+    signal.signal(signal.SIGTERM,
+                  functools.partial(_worker_sigterm, flag=flag))
     if then is not None:
         then(worker_id)
 
 
 def ignore_sigterm_in_workers(loader) -> None:
-    """Make ``loader``'s worker processes ignore SIGTERM (call it before its
-    workers start; they still end when the main process ends)."""
+    """Make ``loader``'s worker processes ignore SIGTERM while the main
+    process handles it (:func:`set_workers_ignore_sigterm`); call it before
+    the workers start."""
     if not getattr(loader, 'num_workers', 0) or getattr(
-            loader.worker_init_fn, 'func', None) is _ignore_sigterm:
+            loader.worker_init_fn, 'func', None) is _worker_init:
         return
     loader.worker_init_fn = functools.partial(
-        _ignore_sigterm, then=loader.worker_init_fn)
+        _worker_init, flag=_shared_flag(), then=loader.worker_init_fn)
 
 
 @HOOKS.register_module()
@@ -92,11 +129,13 @@ class PreemptionHook(Hook):
             return
         self._runner = runner
         self._previous = install_sigterm_handler(self._on_sigterm)
+        set_workers_ignore_sigterm(True)
 
     def after_run(self, runner) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
             self._previous = None
+        set_workers_ignore_sigterm(False)
 
     def _on_sigterm(self) -> None:
         runner = self._runner
