@@ -173,3 +173,34 @@ def test_amp_overflow_is_skipped_by_the_scaler_not_a_failure(
                        match='loss_extra=nan are not finite \\(the loss '
                        'scaler skipped the update\\)'):
         _train_step(hook, runner, x, term=NAN)
+
+
+def test_checkpoint_hook_never_writes_nonfinite_state(tmp_path):
+    """Whatever asks for a save (the hook's interval, a best checkpoint, a
+    save at SIGTERM), mmengine passes the checkpoint dict through the
+    hooks' before_save_checkpoint last; NaN there is refused."""
+    from mmext.engine.hooks import SafeCheckpointHook
+    from mmext.errors import NonFiniteCheckpointError
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_2.pth'))
+    runner = _runner(None, _Toy(), tmp_path)
+    hook = SafeCheckpointHook(interval=1)
+    hook._saving = str(tmp_path / 'iter_3.pth')
+    good = dict(state_dict=_Toy().state_dict(),
+                optimizer=dict(state={0: dict(momentum_buffer=torch.ones(2))}))
+    hook.before_save_checkpoint(runner, good)
+    for key, what in (('state_dict', 'weights'),
+                      ('optimizer', 'optimizer state')):
+        bad = dict(good)
+        if key == 'state_dict':
+            bad[key] = dict(good[key], **{'bn.running_var': torch.tensor(
+                [1., float('inf')])})
+        else:
+            bad[key] = dict(state={0: dict(momentum_buffer=torch.tensor(
+                [NAN, 1.]))})
+        with pytest.raises(NonFiniteCheckpointError) as err:
+            hook.before_save_checkpoint(runner, bad)
+        assert str(err.value).startswith(
+            f'not saving {tmp_path}/iter_3.pth: its {what} are not finite '
+            '(1 of ')
+        assert f'last_checkpoint still names {tmp_path}/iter_2.pth' in \
+            str(err.value)
