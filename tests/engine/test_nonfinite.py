@@ -154,7 +154,6 @@ def test_amp_overflow_is_skipped_by_the_scaler_not_a_failure(
     runner = _runner(wrapper, model, tmp_path)
     hook = NonFiniteCheckHook()
     hook.before_train(runner)
-    assert 'step' not in vars(wrapper)  # the scaler guards AMP steps
     x = torch.randn(8, 4)
     before = _state(model)
     # a finite loss whose scaled gradients overflow fp32
