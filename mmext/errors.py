@@ -40,6 +40,11 @@ class ConversionError(ValueError):
     keys no rule knows, or an architecture that does not fit)."""
 
 
+class ImageError(ValueError):
+    """An input image cannot be used: not an image, empty, or too small
+    for the network once the test pipeline has resized it."""
+
+
 class NonFiniteCheckpointError(ValueError):
     """A checkpoint (or a model about to be saved) holds NaN or inf: the
     state of a diverged run, whose results would be meaningless."""
@@ -97,6 +102,6 @@ class Terminated(BaseException):
 #: (OSError: a missing, unreadable or unwritable file)
 USER_ERRORS = (ConfigError, OSError, LaunchError, CorruptCheckpointError,
                UntrustedCheckpointError, CheckpointMismatchError,
-               NotResumableError, ConversionError, NonFiniteCheckpointError,
-               NonFiniteLossError, WorkDirLockedError, DataCheckError,
-               DataLoadError)
+               NotResumableError, ConversionError, ImageError,
+               NonFiniteCheckpointError, NonFiniteLossError,
+               WorkDirLockedError, DataCheckError, DataLoadError)

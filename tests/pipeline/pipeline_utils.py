@@ -7,7 +7,6 @@ import sys
 import time
 
 import pytest
-
 from mmengine.config import Config
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))

@@ -1,11 +1,13 @@
 """Bad input stops early with an error that names the problem and the fix."""
-import importlib
 import os.path as osp
 import sys
 
 import pytest
 import torch
 
+from mmext.apis import benchmark as bench_tool
+from mmext.apis import convert as convert_tool
+from mmext.apis import flops as flops_tool
 from mmext.apis import test as test_tool
 from mmext.apis import train
 from mmext.errors import ConfigError
@@ -163,9 +165,6 @@ def test_amp_and_auto_scale_lr_flags(tmp_path, demo_root):
 # every bad input through the tools' real entry points: exit status 1, one
 # line on stderr naming the file and the fix, nothing half-written
 # --------------------------------------------------------------------------
-convert_tool = importlib.import_module('tools.convert_imagenet')
-flops_tool = importlib.import_module('tools.get_flops')
-bench_tool = importlib.import_module('tools.benchmark')
 
 
 @pytest.fixture(scope='module')
