@@ -1,0 +1,318 @@
+"""Mask R-CNN to ONNX: a test-time forward made of ops that ONNX has.
+
+mmdet's ``predict`` calls mmcv's RoIAlign and NMS kernels (custom ops that
+onnxruntime lacks) and branches on data in Python. :class:`MaskRCNNExport`
+re-states the same test-time computation with ``torchvision.ops.nms`` and
+``roi_align`` (which both exporters translate to ONNX ``NonMaxSuppression``
+and ``RoiAlign``) and tensor-only control flow, step by step as mmdet does
+it:
+
+* preprocessing: BGR to RGB, mean / std, zero padding to the size divisor;
+* RPN per level: sigmoid scores, the ``nms_pre`` best anchors, delta decoding
+  clipped to the unpadded image, ``min_bbox_size`` filter, NMS with the
+  levels kept apart (mmdet's ``batched_nms`` over level ids), the
+  ``max_per_img`` best proposals;
+* RoI features on the FPN level chosen by ``sqrt(wh) / finest_scale``,
+  RoIAlign with the layer's ``aligned`` / ``sampling_ratio``;
+* box head: softmax, class-wise decoding, ``score_thr``, class-wise NMS,
+  ``max_per_img``;
+* mask head on the kept boxes: the sigmoid mask of each box's class.
+
+The graph ends at boxes in the network input's pixels and ``28x28`` mask
+probabilities; scaling back to the original image and mask pasting are
+done by :mod:`mmext.deploy.detector_runner` in numpy (as mmdet does on the
+CPU, box by box).
+"""
+import math
+import os.path as osp
+from typing import Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import nms, roi_align
+
+#: names of the graph's inputs and outputs
+INPUT_NAMES = ('image', )
+OUTPUT_NAMES = ('boxes', 'scores', 'labels', 'masks')
+
+
+class DetectorExportError(ValueError):
+    """A detector or an export request this module cannot handle."""
+
+
+def _require(ok: bool, what: str) -> None:
+    if not ok:
+        raise DetectorExportError(
+            f'ONNX export of Mask R-CNN: {what}; only mmdet\'s MaskRCNN with '
+            'RPNHead (sigmoid), DeltaXYWHBBoxCoder, SingleRoIExtractor + '
+            'RoIAlign (avg) and FCNMaskHead is supported')
+
+
+def _type_name(obj) -> str:
+    return type(obj).__name__
+
+
+def decode_deltas(priors: Tensor, deltas: Tensor, coder,
+                  image_hw: Tuple) -> Tensor:
+    """mmdet's ``delta2bbox`` (DeltaXYWHBBoxCoder) for ``(N, 4)`` priors
+    and deltas, clipped to ``image_hw`` as ``clip_border`` says."""
+    stds = deltas.new_tensor(coder.stds)
+    means = deltas.new_tensor(coder.means)
+    deltas = deltas * stds + means
+    dxy, dwh = deltas[:, :2], deltas[:, 2:]
+    pxy = (priors[:, :2] + priors[:, 2:]) * 0.5
+    pwh = priors[:, 2:] - priors[:, :2]
+    max_ratio = abs(math.log(16 / 1000))  # mmdet's wh_ratio_clip
+    dwh = dwh.clamp(min=-max_ratio, max=max_ratio)
+    gxy = pxy + pwh * dxy
+    gwh = pwh * dwh.exp()
+    boxes = torch.cat([gxy - gwh * 0.5, gxy + gwh * 0.5], dim=-1)
+    if coder.clip_border:
+        height, width = image_hw
+        x = boxes[:, 0::2].clamp(min=0).clamp(max=width)
+        y = boxes[:, 1::2].clamp(min=0).clamp(max=height)
+        boxes = torch.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], dim=-1)
+    return boxes
+
+
+def grouped_nms(boxes: Tensor, scores: Tensor, groups: Tensor,
+                iou_threshold: float, max_num: int) -> Tensor:
+    """mmcv's ``batched_nms``: boxes of different groups never suppress
+    each other (each group is shifted by ``max coordinate + 1``). Returns
+    the kept indices, best score first, at most ``max_num``."""
+    offsets = groups.to(boxes) * (boxes.max() + 1)
+    keep = nms(boxes + offsets[:, None], scores, float(iou_threshold))
+    return keep[:max_num] if max_num > 0 else keep
+
+
+class MaskRCNNExport(nn.Module):
+    """The test-time forward of an mmdet ``MaskRCNN`` in exportable ops.
+
+    ``forward(image)`` takes one image as the test pipeline gives it
+    (``(1, 3, H, W)``, any H and W, values 0-255 in the loaded channel
+    order, not normalised, not padded) and returns
+
+    * ``boxes`` ``(N, 4)`` x1 y1 x2 y2 in the pixels of ``image``,
+    * ``scores`` ``(N, )``, ``labels`` ``(N, )`` (int64),
+    * ``masks`` ``(N, 28, 28)``: the mask probabilities of each box's class,
+
+    N being at most ``test_cfg.rcnn.max_per_img``.
+    """
+
+    def __init__(self, detector: nn.Module):
+        super().__init__()
+        self._check(detector)
+        self.detector = detector.eval()
+        pre = detector.data_preprocessor
+        self.register_buffer('mean', pre.mean.detach().clone().view(1, -1, 1,
+                                                                    1))
+        self.register_buffer('std', pre.std.detach().clone().view(1, -1, 1,
+                                                                  1))
+        self.bgr_to_rgb = bool(pre._channel_conversion)
+        self.normalize = bool(pre._enable_normalize)
+        self.size_divisor = int(pre.pad_size_divisor)
+        self.pad_value = float(pre.pad_value)
+        self.rpn_cfg = detector.test_cfg.rpn
+        self.rcnn_cfg = detector.test_cfg.rcnn
+
+    @staticmethod
+    def _check(detector) -> None:
+        for attr in ('backbone', 'rpn_head', 'roi_head', 'data_preprocessor'):
+            _require(hasattr(detector, attr), f'the model has no {attr}')
+        rpn, roi = detector.rpn_head, detector.roi_head
+        _require(_type_name(rpn) == 'RPNHead' and rpn.use_sigmoid_cls,
+                 f'rpn_head is {_type_name(rpn)}')
+        _require(_type_name(roi) == 'StandardRoIHead',
+                 f'roi_head is {_type_name(roi)} (Cascade: not yet)')
+        _require(roi.with_mask and not roi.share_roi_extractor,
+                 'the RoI head has no mask branch of its own')
+        _require(_type_name(roi.mask_head) == 'FCNMaskHead',
+                 f'mask_head is {_type_name(roi.mask_head)}')
+        _require(not roi.bbox_head.reg_class_agnostic,
+                 'class-agnostic box regression')
+        for coder in (rpn.bbox_coder, roi.bbox_head.bbox_coder):
+            _require(
+                _type_name(coder) == 'DeltaXYWHBBoxCoder'
+                and not coder.add_ctr_clamp, f'bbox coder {_type_name(coder)}')
+        for ext in (roi.bbox_roi_extractor, roi.mask_roi_extractor):
+            _require(
+                _type_name(ext) == 'SingleRoIExtractor',
+                f'RoI extractor {_type_name(ext)}')
+            for layer in ext.roi_layers:
+                _require(
+                    _type_name(layer) == 'RoIAlign'
+                    and layer.pool_mode == 'avg',
+                    f'RoI layer {layer!r}')
+        cfg = detector.test_cfg
+        for key, nms_cfg in (('rpn', cfg.rpn.nms), ('rcnn', cfg.rcnn.nms)):
+            _require(
+                nms_cfg.get('type', 'nms') == 'nms',
+                f'test_cfg.{key}.nms.type={nms_cfg.get("type")} (only nms)')
+
+    # -- steps --------------------------------------------------------------
+    def preprocess(self, image: Tensor) -> Tensor:
+        x = image.float()
+        if self.bgr_to_rgb:
+            x = x.flip(1)
+        if self.normalize:
+            x = (x - self.mean) / self.std
+        height, width = x.shape[-2:]
+        div = self.size_divisor
+        if div > 1:
+            pad_h = (div - height % div) % div
+            pad_w = (div - width % div) % div
+            x = F.pad(x, (0, pad_w, 0, pad_h), value=self.pad_value)
+        return x
+
+    def proposals(self, feats: Sequence[Tensor], image_hw) -> Tensor:
+        """RPN proposals ``(K, 4)`` as ``RPNHead.predict`` gives them."""
+        rpn, cfg = self.detector.rpn_head, self.rpn_cfg
+        cls_scores, bbox_preds = rpn(feats)
+        nms_pre = cfg.get('nms_pre', -1)
+        scores, deltas, priors, levels = [], [], [], []
+        for level, (cls, reg) in enumerate(zip(cls_scores, bbox_preds)):
+            anchors = rpn.prior_generator.single_level_grid_priors(
+                cls.shape[-2:], level, dtype=cls.dtype, device=cls.device)
+            score = cls[0].permute(1, 2, 0).reshape(-1).sigmoid()
+            delta = reg[0].permute(1, 2, 0).reshape(-1, 4)
+            if nms_pre > 0:  # a slice longer than the level keeps it all
+                score, order = score.sort(descending=True)
+                order = order[:nms_pre]
+                score = score[:nms_pre]
+                delta, anchors = delta[order], anchors[order]
+            scores.append(score)
+            deltas.append(delta)
+            priors.append(anchors)
+            levels.append(torch.full_like(score, level, dtype=torch.long))
+        scores, levels = torch.cat(scores), torch.cat(levels)
+        boxes = decode_deltas(
+            torch.cat(priors), torch.cat(deltas), rpn.bbox_coder, image_hw)
+        min_size = cfg.get('min_bbox_size', -1)
+        if min_size >= 0:
+            wh = boxes[:, 2:] - boxes[:, :2]
+            valid = (wh[:, 0] > min_size) & (wh[:, 1] > min_size)
+            boxes, scores, levels = boxes[valid], scores[valid], levels[valid]
+        keep = grouped_nms(boxes, scores, levels, cfg.nms.iou_threshold,
+                           cfg.max_per_img)
+        return boxes[keep]
+
+    @staticmethod
+    def roi_features(extractor, feats: Sequence[Tensor],
+                     boxes: Tensor) -> Tensor:
+        """``SingleRoIExtractor`` for one image: every box is pooled on
+        every level and the level mmdet maps it to is kept (the same
+        numbers as pooling each level's boxes alone, without the
+        data-dependent split)."""
+        feats = feats[:extractor.num_inputs]
+        rois = torch.cat([boxes.new_zeros(boxes.shape[0], 1), boxes], dim=1)
+        if len(feats) == 1:
+            target = None
+        else:
+            target = extractor.map_roi_levels(rois, len(feats))
+        out = None
+        for level, (feat, layer) in enumerate(
+                zip(feats, extractor.roi_layers)):
+            pooled = roi_align(feat, rois, layer.output_size,
+                               layer.spatial_scale, layer.sampling_ratio,
+                               layer.aligned)
+            if out is None:
+                out = pooled
+            else:
+                chosen = (target == level).view(-1, 1, 1, 1)
+                out = torch.where(chosen, pooled, out)
+        return out
+
+    def detections(self, feats: Sequence[Tensor], proposals: Tensor,
+                   image_hw) -> Tuple[Tensor, Tensor, Tensor]:
+        """``StandardRoIHead.predict_bbox`` + ``multiclass_nms``."""
+        roi_head, cfg = self.detector.roi_head, self.rcnn_cfg
+        head = roi_head.bbox_head
+        cls_score, bbox_pred = head(
+            self.roi_features(roi_head.bbox_roi_extractor, feats, proposals))
+        num_classes = head.num_classes
+        scores = F.softmax(cls_score, dim=-1)[:, :num_classes].reshape(-1)
+        priors = proposals.repeat_interleave(num_classes, dim=0)
+        boxes = decode_deltas(priors, bbox_pred.reshape(-1, 4),
+                              head.bbox_coder, image_hw)
+        labels = torch.arange(
+            num_classes, device=boxes.device).repeat(proposals.shape[0])
+        valid = scores > cfg.score_thr
+        boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
+        keep = grouped_nms(boxes, scores, labels, cfg.nms.iou_threshold,
+                           cfg.max_per_img)
+        return boxes[keep], scores[keep], labels[keep]
+
+    def mask_probs(self, feats: Sequence[Tensor], boxes: Tensor,
+                   labels: Tensor) -> Tensor:
+        roi_head = self.detector.roi_head
+        logits = roi_head.mask_head(
+            self.roi_features(roi_head.mask_roi_extractor, feats, boxes))
+        index = labels.view(-1, 1, 1, 1).expand(-1, 1, *logits.shape[-2:])
+        return logits.gather(1, index)[:, 0].sigmoid()
+
+    def forward(self, image: Tensor):
+        image_hw = image.shape[-2:]
+        feats = self.detector.extract_feat(self.preprocess(image))
+        proposals = self.proposals(feats, image_hw)
+        boxes, scores, labels = self.detections(feats, proposals, image_hw)
+        masks = self.mask_probs(feats, boxes, labels)
+        return boxes, scores, labels, masks
+
+
+def export_detector(model: nn.Module,
+                    example_inputs: Tensor,
+                    out_file: str,
+                    opset: int = 17,
+                    dynamic: bool = True,
+                    overwrite: bool = False) -> str:
+    """Export an mmdet Mask R-CNN to ``out_file`` (ONNX).
+
+    ``example_inputs`` is one image ``(1, 3, H, W)`` as the test pipeline
+    gives it (see :class:`MaskRCNNExport`); with ``dynamic`` the graph takes
+    any height and width. Written atomically; an existing file is kept
+    unless ``overwrite``.
+    """
+    from mmext.utils.fileio import atomic_write
+    if isinstance(example_inputs, (tuple, list)):
+        _require(len(example_inputs) == 1, 'more than one example input')
+        example_inputs = example_inputs[0]
+    _require(
+        isinstance(example_inputs, Tensor) and example_inputs.ndim == 4
+        and example_inputs.shape[:2] == (1, 3),
+        f'example_inputs must be one image (1, 3, H, W), got '
+        f'{getattr(example_inputs, "shape", type(example_inputs))}')
+    if osp.exists(out_file) and not overwrite:
+        raise FileExistsError(
+            f'{out_file} exists; pass overwrite=True (--force) to replace it')
+    wrapper = model if isinstance(model, MaskRCNNExport) else \
+        MaskRCNNExport(model)
+    wrapper.eval()
+    proto = _to_onnx(wrapper, example_inputs.float(), opset, dynamic)
+    with atomic_write(out_file, 'wb', force=overwrite) as f:
+        f.write(proto.SerializeToString())
+    return out_file
+
+
+def _to_onnx(module: nn.Module, image: Tensor, opset: int, dynamic: bool):
+    """Export through torch.export (the dynamo-based exporter)."""
+    import warnings
+    dynamic_shapes = None
+    if dynamic:
+        dim = torch.export.Dim
+        dynamic_shapes = dict(image={
+            2: dim('height', min=32, max=4096),
+            3: dim('width', min=32, max=4096)
+        })
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        program = torch.onnx.export(
+            module, (image, ),
+            dynamo=True,
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
+            opset_version=opset,
+            dynamic_shapes=dynamic_shapes,
+            optimize=True,
+            verbose=False)
+    return program.model_proto
