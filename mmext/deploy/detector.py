@@ -23,9 +23,11 @@ probabilities; scaling back to the original image and mask pasting are
 done by :mod:`mmext.deploy.detector_runner` in numpy (as mmdet does on the
 CPU, box by box).
 """
+import io
 import math
 import os.path as osp
-from typing import Sequence, Tuple
+import warnings
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -260,59 +262,95 @@ class MaskRCNNExport(nn.Module):
         return boxes, scores, labels, masks
 
 
+#: RoiAlign's ``coordinate_transformation_mode`` (mmcv's ``aligned=True``)
+#: exists from opset 16; the dynamo exporter starts at 18
+MIN_OPSET = 16
+EXPORTERS = ('torchscript', 'dynamo')
+
+
 def export_detector(model: nn.Module,
                     example_inputs: Tensor,
                     out_file: str,
-                    opset: int = 17,
+                    opset: Optional[int] = None,
                     dynamic: bool = True,
+                    exporter: str = 'torchscript',
                     overwrite: bool = False) -> str:
     """Export an mmdet Mask R-CNN to ``out_file`` (ONNX).
 
     ``example_inputs`` is one image ``(1, 3, H, W)`` as the test pipeline
     gives it (see :class:`MaskRCNNExport`); with ``dynamic`` the graph takes
-    any height and width. Written atomically; an existing file is kept
-    unless ``overwrite``.
+    any height and width. ``exporter``: ``'torchscript'`` (``torch.onnx.
+    export(dynamo=False)``, opset 17 by default; seconds) or ``'dynamo'``
+    (``torch.export``, opset 18; minutes, see docs/deploy_detector.md).
+    Written atomically; an existing file is kept unless ``overwrite``.
     """
     from mmext.utils.fileio import atomic_write
+    if exporter not in EXPORTERS:
+        raise DetectorExportError(
+            f'exporter={exporter!r}: choose one of {", ".join(EXPORTERS)}')
+    if opset is None:
+        opset = 17 if exporter == 'torchscript' else 18
+    if opset < MIN_OPSET:
+        raise DetectorExportError(
+            f'opset {opset}: RoiAlign with mmdet\'s aligned=True needs '
+            f'opset >= {MIN_OPSET} (coordinate_transformation_mode)')
     if isinstance(example_inputs, (tuple, list)):
         _require(len(example_inputs) == 1, 'more than one example input')
         example_inputs = example_inputs[0]
     _require(
         isinstance(example_inputs, Tensor) and example_inputs.ndim == 4
-        and example_inputs.shape[:2] == (1, 3),
-        f'example_inputs must be one image (1, 3, H, W), got '
-        f'{getattr(example_inputs, "shape", type(example_inputs))}')
+        and tuple(example_inputs.shape[:2]) == (1, 3),
+        'example_inputs must be one image (1, 3, H, W), got '
+        f'{tuple(getattr(example_inputs, "shape", ())) or type(example_inputs)}')
     if osp.exists(out_file) and not overwrite:
         raise FileExistsError(
             f'{out_file} exists; pass overwrite=True (--force) to replace it')
     wrapper = model if isinstance(model, MaskRCNNExport) else \
         MaskRCNNExport(model)
     wrapper.eval()
-    proto = _to_onnx(wrapper, example_inputs.float(), opset, dynamic)
+    image = example_inputs.float()
+    with torch.no_grad(), warnings.catch_warnings():
+        # the TorchScript exporter's deprecation and tracer notes
+        warnings.simplefilter('ignore')
+        if exporter == 'torchscript':
+            data = _torchscript_onnx(wrapper, image, opset, dynamic)
+        else:
+            data = _dynamo_onnx(wrapper, image, opset, dynamic)
     with atomic_write(out_file, 'wb', force=overwrite) as f:
-        f.write(proto.SerializeToString())
+        f.write(data)
     return out_file
 
 
-def _to_onnx(module: nn.Module, image: Tensor, opset: int, dynamic: bool):
-    """Export through torch.export (the dynamo-based exporter)."""
-    import warnings
-    dynamic_shapes = None
+def _torchscript_onnx(module: nn.Module, image: Tensor, opset: int,
+                      dynamic: bool) -> bytes:
+    buffer = io.BytesIO()
+    axes = dict(image={2: 'height', 3: 'width'}) if dynamic else None
+    torch.onnx.export(
+        module, (image, ),
+        buffer,
+        dynamo=False,
+        opset_version=opset,
+        input_names=list(INPUT_NAMES),
+        output_names=list(OUTPUT_NAMES),
+        dynamic_axes=axes)
+    return buffer.getvalue()
+
+
+def _dynamo_onnx(module: nn.Module, image: Tensor, opset: int,
+                 dynamic: bool) -> bytes:
+    shapes = None
     if dynamic:
         dim = torch.export.Dim
-        dynamic_shapes = dict(image={
-            2: dim('height', min=32, max=4096),
-            3: dim('width', min=32, max=4096)
+        shapes = dict(image={
+            2: dim('height', min=32, max=8192),
+            3: dim('width', min=32, max=8192)
         })
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        program = torch.onnx.export(
-            module, (image, ),
-            dynamo=True,
-            input_names=list(INPUT_NAMES),
-            output_names=list(OUTPUT_NAMES),
-            opset_version=opset,
-            dynamic_shapes=dynamic_shapes,
-            optimize=True,
-            verbose=False)
-    return program.model_proto
+    program = torch.onnx.export(
+        module, (image, ),
+        dynamo=True,
+        input_names=list(INPUT_NAMES),
+        output_names=list(OUTPUT_NAMES),
+        opset_version=opset,
+        dynamic_shapes=shapes,
+        optimize=True)
+    return program.model_proto.SerializeToString()
