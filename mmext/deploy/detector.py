@@ -83,7 +83,10 @@ def grouped_nms(boxes: Tensor, scores: Tensor, groups: Tensor,
     """mmcv's ``batched_nms``: boxes of different groups never suppress
     each other (each group is shifted by ``max coordinate + 1``). Returns
     the kept indices, best score first, at most ``max_num``."""
-    offsets = groups.to(boxes) * (boxes.max() + 1)
+    # a zero joins the max so that no boxes (tracing an empty case) work;
+    # the same offsets as mmcv's for boxes clipped to the image (>= 0)
+    top = torch.cat([boxes.reshape(-1), boxes.new_zeros(1)]).max()
+    offsets = groups.to(boxes) * (top + 1)
     keep = nms(boxes + offsets[:, None], scores, float(iou_threshold))
     return keep[:max_num] if max_num > 0 else keep
 
