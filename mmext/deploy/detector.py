@@ -34,13 +34,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import nms, roi_align
 
+from mmext.errors import ConfigError
+
 #: names of the graph's inputs and outputs
 INPUT_NAMES = ('image', )
 OUTPUT_NAMES = ('boxes', 'scores', 'labels', 'masks')
 
 
-class DetectorExportError(ValueError):
-    """A detector or an export request this module cannot handle."""
+class DetectorExportError(ConfigError):
+    """A detector or an export request this module cannot handle (a
+    ConfigError, so the tools print it as one line)."""
 
 
 def _require(ok: bool, what: str) -> None:
@@ -91,8 +94,22 @@ def grouped_nms(boxes: Tensor, scores: Tensor, groups: Tensor,
     return keep[:max_num] if max_num > 0 else keep
 
 
+def _roi_stages(roi_head):
+    """The RoI head's stages as lists: (box extractors, box heads, mask
+    extractors, mask heads); one of each for Mask R-CNN."""
+    def as_list(module):
+        return list(module) if isinstance(module, nn.ModuleList) else [module]
+
+    box_ext = as_list(roi_head.bbox_roi_extractor)
+    mask_ext = box_ext if roi_head.share_roi_extractor else as_list(
+        roi_head.mask_roi_extractor)
+    return (box_ext, as_list(roi_head.bbox_head), mask_ext,
+            as_list(roi_head.mask_head))
+
+
 class MaskRCNNExport(nn.Module):
-    """The test-time forward of an mmdet ``MaskRCNN`` in exportable ops.
+    """The test-time forward of an mmdet ``MaskRCNN`` (or ``CascadeRCNN``
+    with masks) in exportable ops.
 
     ``forward(image)`` takes one image as the test pipeline gives it
     (``(1, 3, H, W)``, any H and W, values 0-255 in the loaded channel
@@ -102,7 +119,10 @@ class MaskRCNNExport(nn.Module):
     * ``scores`` ``(N, )``, ``labels`` ``(N, )`` (int64),
     * ``masks`` ``(N, 28, 28)``: the mask probabilities of each box's class,
 
-    N being at most ``test_cfg.rcnn.max_per_img``.
+    N being at most ``test_cfg.rcnn.max_per_img``. Cascade: each box stage
+    refines the RoIs of the next by its top class's deltas, the class
+    logits are averaged over the stages and the mask probabilities over
+    the mask heads, as mmdet's ``CascadeRoIHead`` does.
     """
 
     def __init__(self, detector: nn.Module):
@@ -120,6 +140,8 @@ class MaskRCNNExport(nn.Module):
         self.pad_value = float(pre.pad_value)
         self.rpn_cfg = detector.test_cfg.rpn
         self.rcnn_cfg = detector.test_cfg.rcnn
+        (self.box_extractors, self.box_heads, self.mask_extractors,
+         self.mask_heads) = _roi_stages(detector.roi_head)
 
     @staticmethod
     def _check(detector) -> None:
@@ -128,19 +150,22 @@ class MaskRCNNExport(nn.Module):
         rpn, roi = detector.rpn_head, detector.roi_head
         _require(_type_name(rpn) == 'RPNHead' and rpn.use_sigmoid_cls,
                  f'rpn_head is {_type_name(rpn)}')
-        _require(_type_name(roi) == 'StandardRoIHead',
-                 f'roi_head is {_type_name(roi)} (Cascade: not yet)')
-        _require(roi.with_mask and not roi.share_roi_extractor,
-                 'the RoI head has no mask branch of its own')
-        _require(_type_name(roi.mask_head) == 'FCNMaskHead',
-                 f'mask_head is {_type_name(roi.mask_head)}')
-        _require(not roi.bbox_head.reg_class_agnostic,
-                 'class-agnostic box regression')
-        for coder in (rpn.bbox_coder, roi.bbox_head.bbox_coder):
+        _require(
+            _type_name(roi) in ('StandardRoIHead', 'CascadeRoIHead'),
+            f'roi_head is {_type_name(roi)}')
+        _require(roi.with_mask, 'the RoI head has no mask branch')
+        box_ext, box_heads, mask_ext, mask_heads = _roi_stages(roi)
+        for head in box_heads:
+            _require(not head.custom_cls_channels,
+                     f'{_type_name(head.loss_cls)} classification')
+        for head in mask_heads:
+            _require(_type_name(head) == 'FCNMaskHead',
+                     f'mask_head is {_type_name(head)}')
+        for coder in [rpn.bbox_coder] + [h.bbox_coder for h in box_heads]:
             _require(
                 _type_name(coder) == 'DeltaXYWHBBoxCoder'
                 and not coder.add_ctr_clamp, f'bbox coder {_type_name(coder)}')
-        for ext in (roi.bbox_roi_extractor, roi.mask_roi_extractor):
+        for ext in box_ext + mask_ext:
             _require(
                 _type_name(ext) == 'SingleRoIExtractor',
                 f'RoI extractor {_type_name(ext)}')
@@ -228,20 +253,41 @@ class MaskRCNNExport(nn.Module):
                 out = torch.where(chosen, pooled, out)
         return out
 
-    def detections(self, feats: Sequence[Tensor], proposals: Tensor,
+    @staticmethod
+    def _class_deltas(head, deltas: Tensor, labels: Tensor) -> Tensor:
+        """``(N, 4)`` deltas of ``labels`` (``regress_by_class``)."""
+        if head.reg_class_agnostic:
+            return deltas
+        return deltas.view(deltas.shape[0], -1, 4)[torch.arange(
+            deltas.shape[0], device=deltas.device), labels]
+
+    def detections(self, feats: Sequence[Tensor], rois: Tensor,
                    image_hw) -> Tuple[Tensor, Tensor, Tensor]:
-        """``StandardRoIHead.predict_bbox`` + ``multiclass_nms``."""
-        roi_head, cfg = self.detector.roi_head, self.rcnn_cfg
-        head = roi_head.bbox_head
-        cls_score, bbox_pred = head(
-            self.roi_features(roi_head.bbox_roi_extractor, feats, proposals))
+        """``predict_bbox`` of the RoI head + ``multiclass_nms``."""
+        logits = []
+        last = len(self.box_heads) - 1
+        for stage, (extractor, head) in enumerate(
+                zip(self.box_extractors, self.box_heads)):
+            cls_score, deltas = head(
+                self.roi_features(extractor, feats, rois))
+            logits.append(cls_score)
+            if stage < last:  # cascade: the next stage's RoIs
+                top = cls_score[:, :-1].argmax(dim=1)
+                rois = decode_deltas(rois, self._class_deltas(
+                    head, deltas, top), head.bbox_coder, image_hw)
+        head, cfg = self.box_heads[-1], self.rcnn_cfg
         num_classes = head.num_classes
-        scores = F.softmax(cls_score, dim=-1)[:, :num_classes].reshape(-1)
-        priors = proposals.repeat_interleave(num_classes, dim=0)
-        boxes = decode_deltas(priors, bbox_pred.reshape(-1, 4),
-                              head.bbox_coder, image_hw)
+        scores = F.softmax(sum(logits) / float(len(logits)), dim=-1)
+        scores = scores[:, :num_classes].reshape(-1)
+        if head.reg_class_agnostic:
+            boxes = decode_deltas(rois, deltas, head.bbox_coder, image_hw)
+            boxes = boxes.repeat_interleave(num_classes, dim=0)
+        else:
+            boxes = decode_deltas(
+                rois.repeat_interleave(num_classes, dim=0),
+                deltas.reshape(-1, 4), head.bbox_coder, image_hw)
         labels = torch.arange(
-            num_classes, device=boxes.device).repeat(proposals.shape[0])
+            num_classes, device=boxes.device).repeat(rois.shape[0])
         valid = scores > cfg.score_thr
         boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
         keep = grouped_nms(boxes, scores, labels, cfg.nms.iou_threshold,
@@ -250,11 +296,16 @@ class MaskRCNNExport(nn.Module):
 
     def mask_probs(self, feats: Sequence[Tensor], boxes: Tensor,
                    labels: Tensor) -> Tensor:
-        roi_head = self.detector.roi_head
-        logits = roi_head.mask_head(
-            self.roi_features(roi_head.mask_roi_extractor, feats, boxes))
-        index = labels.view(-1, 1, 1, 1).expand(-1, 1, *logits.shape[-2:])
-        return logits.gather(1, index)[:, 0].sigmoid()
+        """The mask heads' sigmoid (averaged over cascade stages) of each
+        box's class."""
+        probs = torch.stack([
+            head(self.roi_features(extractor, feats, boxes)).sigmoid()
+            for extractor, head in zip(self.mask_extractors, self.mask_heads)
+        ]).mean(dim=0)
+        if self.mask_heads[-1].class_agnostic:
+            return probs[:, 0]
+        index = labels.view(-1, 1, 1, 1).expand(-1, 1, *probs.shape[-2:])
+        return probs.gather(1, index)[:, 0]
 
     def forward(self, image: Tensor):
         image_hw = image.shape[-2:]
@@ -297,14 +348,15 @@ def export_detector(model: nn.Module,
         raise DetectorExportError(
             f'opset {opset}: RoiAlign with mmdet\'s aligned=True needs '
             f'opset >= {MIN_OPSET} (coordinate_transformation_mode)')
-    if isinstance(example_inputs, (tuple, list)):
-        _require(len(example_inputs) == 1, 'more than one example input')
+    if isinstance(example_inputs, (tuple, list)) and \
+            len(example_inputs) == 1:
         example_inputs = example_inputs[0]
-    _require(
-        isinstance(example_inputs, Tensor) and example_inputs.ndim == 4
-        and tuple(example_inputs.shape[:2]) == (1, 3),
-        'example_inputs must be one image (1, 3, H, W), got '
-        f'{tuple(getattr(example_inputs, "shape", ())) or type(example_inputs)}')
+    shape = tuple(getattr(example_inputs, 'shape', ()))
+    if not (isinstance(example_inputs, Tensor) and len(shape) == 4
+            and shape[:2] == (1, 3)):
+        raise DetectorExportError(
+            'example_inputs must be one image tensor (1, 3, H, W) (batch 1), '
+            f'got {shape or type(example_inputs).__name__}')
     if osp.exists(out_file) and not overwrite:
         raise FileExistsError(
             f'{out_file} exists; pass overwrite=True (--force) to replace it')

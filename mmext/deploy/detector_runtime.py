@@ -38,8 +38,9 @@ def _axis_weights(start: int, stop: int, lo: float, hi: float,
     return weights
 
 
-def paste_masks(probs: np.ndarray, boxes: np.ndarray, image_hw: Tuple[int,
-                                                                       int],
+def paste_masks(probs: np.ndarray,
+                boxes: np.ndarray,
+                image_hw: Tuple[int, int],
                 threshold: float = 0.5) -> np.ndarray:
     """Paste ``(N, M, M)`` mask probabilities into ``(N, H, W)`` booleans at
     ``boxes`` ``(N, 4)`` (x1 y1 x2 y2 in the pixels of ``image_hw``)."""

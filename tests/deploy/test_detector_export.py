@@ -22,6 +22,8 @@ sys.path.insert(0, DATA)
 from make_maskrcnn_tiny import tiny_cfg  # noqa: E402
 
 CKPT = osp.join(DATA, 'maskrcnn_tiny_demo.pth')
+CASCADE = osp.join(osp.dirname(DATA), '..', 'configs', 'detection',
+                   'dualvit_s_cascade_maskrcnn_3x.py')
 EXPORT_HW = (96, 128)
 OTHER_HW = (75, 113)  # not multiples of 32
 
@@ -52,6 +54,28 @@ def _build(cfg, seed=0, **test_cfg):
 @pytest.fixture(scope='module')
 def random_model(cfg):
     return _build(cfg)
+
+
+@pytest.fixture(scope='module')
+def cascade_cfg(cfg):
+    """The Cascade Mask R-CNN config (4conv1fc box heads with SyncBN,
+    class-specific regression) with the tiny model's widths."""
+    from mmengine.config import Config
+    cascade = Config.fromfile(CASCADE)
+    model, tiny = cascade.model, cfg.model
+    model.backbone.update(arch=tiny.backbone.arch, init_cfg=None)
+    model.neck = tiny.neck
+    model.rpn_head.update(in_channels=tiny.rpn_head.in_channels,
+                          feat_channels=tiny.rpn_head.feat_channels)
+    width = tiny.neck.out_channels
+    model.roi_head.bbox_roi_extractor.out_channels = width
+    model.roi_head.mask_roi_extractor.out_channels = width
+    for head in model.roi_head.bbox_head:
+        head.update(in_channels=width, conv_out_channels=16,
+                    fc_out_channels=32, num_classes=4)
+    model.roi_head.mask_head.update(in_channels=width, conv_out_channels=16,
+                                    num_classes=4)
+    return cascade
 
 
 @pytest.fixture(scope='module')
@@ -102,6 +126,31 @@ def test_onnxruntime_equals_pytorch(random_model, random_onnx, hw):
     np.testing.assert_allclose(out[0], ref[0].numpy(), rtol=0, atol=2e-3)
     np.testing.assert_allclose(out[1], ref[1].numpy(), rtol=0, atol=1e-5)
     np.testing.assert_allclose(out[3], ref[3].numpy(), rtol=0, atol=1e-4)
+
+
+def test_cascade_exports(cascade_cfg, tmp_path):
+    """Cascade: three refining box stages, logits averaged, masks averaged
+    over three mask heads; eager equals mmdet, onnxruntime equals eager."""
+    model = _build(cascade_cfg)
+    assert type(model.roi_head).__name__ == 'CascadeRoIHead'
+    out = str(tmp_path / 'cascade.onnx')
+    export_detector(model, torch.zeros(1, 3, *EXPORT_HW), out)
+    runner = OnnxMaskRCNN(out)
+    for hw in (EXPORT_HW, OTHER_HW):
+        image = _image(hw, 4)
+        ref = _mmdet_predict(model, image).pred_instances
+        with torch.no_grad():
+            boxes, scores, labels, probs = MaskRCNNExport(model)(image)
+        assert len(ref) > 0
+        torch.testing.assert_close(boxes, ref.bboxes, rtol=0, atol=0)
+        torch.testing.assert_close(scores, ref.scores, rtol=0, atol=0)
+        assert torch.equal(labels, ref.labels)
+        masks = paste_masks(probs.numpy(), boxes.numpy(), hw)
+        assert np.array_equal(masks, ref.masks.numpy())
+        got = runner.run(image.numpy())
+        assert np.array_equal(got[2], labels.numpy())
+        np.testing.assert_allclose(got[0], boxes.numpy(), rtol=0, atol=2e-3)
+        np.testing.assert_allclose(got[3], probs.numpy(), rtol=0, atol=1e-4)
 
 
 def test_graph_uses_onnx_ops_only(random_onnx):
@@ -183,7 +232,7 @@ def test_refuses_bad_requests(random_model, random_onnx, tmp_path):
     with pytest.raises(DetectorExportError, match='opset >= 16'):
         export_detector(random_model, image, str(tmp_path / 'a.onnx'),
                         opset=13)
-    with pytest.raises(DetectorExportError, match=r'one image \(1, 3'):
+    with pytest.raises(DetectorExportError, match=r'one image tensor \(1, 3'):
         export_detector(random_model, torch.zeros(2, 3, 64, 64),
                         str(tmp_path / 'b.onnx'))
     with pytest.raises(DetectorExportError, match='exporter='):
