@@ -1,4 +1,4 @@
-"""Mask R-CNN to ONNX: a test-time forward made of ops that ONNX has.
+"""Mask R-CNN (and Cascade) to ONNX: a test-time forward in ONNX ops.
 
 mmdet's ``predict`` calls mmcv's RoIAlign and NMS kernels (custom ops that
 onnxruntime lacks) and branches on data in Python. :class:`MaskRCNNExport`
@@ -16,12 +16,13 @@ it:
   RoIAlign with the layer's ``aligned`` / ``sampling_ratio``;
 * box head: softmax, class-wise decoding, ``score_thr``, class-wise NMS,
   ``max_per_img``;
-* mask head on the kept boxes: the sigmoid mask of each box's class.
+* mask head on the kept boxes: the sigmoid mask of each box's class;
+* Cascade: see :class:`MaskRCNNExport`.
 
 The graph ends at boxes in the network input's pixels and ``28x28`` mask
 probabilities; scaling back to the original image and mask pasting are
-done by :mod:`mmext.deploy.detector_runner` in numpy (as mmdet does on the
-CPU, box by box).
+done by :mod:`mmext.deploy.detector_runtime` in numpy (as mmdet does on
+the CPU, box by box). Written up in docs/deploy_detector.md.
 """
 import io
 import math
@@ -49,9 +50,10 @@ class DetectorExportError(ConfigError):
 def _require(ok: bool, what: str) -> None:
     if not ok:
         raise DetectorExportError(
-            f'ONNX export of Mask R-CNN: {what}; only mmdet\'s MaskRCNN with '
-            'RPNHead (sigmoid), DeltaXYWHBBoxCoder, SingleRoIExtractor + '
-            'RoIAlign (avg) and FCNMaskHead is supported')
+            f'ONNX export of Mask R-CNN: {what}; supported: mmdet\'s '
+            'RPNHead (sigmoid), StandardRoIHead or CascadeRoIHead, '
+            'DeltaXYWHBBoxCoder, SingleRoIExtractor + RoIAlign (avg), '
+            'FCNMaskHead, nms')
 
 
 def _type_name(obj) -> str:
@@ -314,6 +316,21 @@ class MaskRCNNExport(nn.Module):
         boxes, scores, labels = self.detections(feats, proposals, image_hw)
         masks = self.mask_probs(feats, boxes, labels)
         return boxes, scores, labels, masks
+
+
+def mmdet_predict(detector: nn.Module, image: Tensor):
+    """mmdet's own ``predict`` of one ``(1, 3, H, W)`` image given as to
+    :class:`MaskRCNNExport` (the reference its outputs equal): its
+    ``pred_instances`` in the pixels of ``image``, masks pasted."""
+    from mmdet.structures import DetDataSample
+    hw = tuple(image.shape[-2:])
+    meta = dict(img_shape=hw, ori_shape=hw, scale_factor=(1., 1.))
+    data = detector.data_preprocessor(
+        dict(inputs=[image[0].round().clamp(0, 255).byte()],
+             data_samples=[DetDataSample(metainfo=meta)]), False)
+    with torch.no_grad():
+        return detector.predict(data['inputs'],
+                                data['data_samples'])[0].pred_instances
 
 
 #: RoiAlign's ``coordinate_transformation_mode`` (mmcv's ``aligned=True``)

@@ -13,7 +13,7 @@ import torch
 pytest.importorskip('onnxruntime')
 
 from mmext.deploy.detector import (  # noqa: E402
-    DetectorExportError, MaskRCNNExport, export_detector)
+    DetectorExportError, MaskRCNNExport, export_detector, mmdet_predict)
 from mmext.deploy.detector_runtime import (  # noqa: E402
     OnnxMaskRCNN, evaluate, paste_masks)
 
@@ -90,29 +90,24 @@ def _image(hw, seed):
     return torch.randint(0, 256, (1, 3, *hw), generator=gen).float()
 
 
-def _mmdet_predict(model, image):
-    from mmdet.structures import DetDataSample
-    hw = tuple(image.shape[-2:])
-    meta = dict(img_shape=hw, ori_shape=hw, scale_factor=(1., 1.))
-    data = model.data_preprocessor(
-        dict(inputs=[image[0].byte()],
-             data_samples=[DetDataSample(metainfo=meta)]), False)
+def _forward_equals_mmdet(model, image):
+    """The exportable forward's outputs, checked against mmdet's predict
+    bit for bit (boxes, scores, labels, pasted masks)."""
+    ref = mmdet_predict(model, image)
     with torch.no_grad():
-        return model.predict(data['inputs'], data['data_samples'])[0]
-
-
-@pytest.mark.parametrize('hw', [EXPORT_HW, OTHER_HW])
-def test_exportable_forward_is_mmdets_predict(random_model, hw):
-    image = _image(hw, 1)
-    ref = _mmdet_predict(random_model, image).pred_instances
-    with torch.no_grad():
-        boxes, scores, labels, probs = MaskRCNNExport(random_model)(image)
+        boxes, scores, labels, probs = MaskRCNNExport(model)(image)
     assert len(ref) > 0
     torch.testing.assert_close(boxes, ref.bboxes, rtol=0, atol=0)
     torch.testing.assert_close(scores, ref.scores, rtol=0, atol=0)
     assert torch.equal(labels, ref.labels)
-    masks = paste_masks(probs.numpy(), boxes.numpy(), hw)
+    masks = paste_masks(probs.numpy(), boxes.numpy(), tuple(image.shape[-2:]))
     assert np.array_equal(masks, ref.masks.numpy())
+    return boxes, scores, labels, probs
+
+
+@pytest.mark.parametrize('hw', [EXPORT_HW, OTHER_HW])
+def test_exportable_forward_is_mmdets_predict(random_model, hw):
+    _forward_equals_mmdet(random_model, _image(hw, 1))
 
 
 @pytest.mark.parametrize('hw', [EXPORT_HW, OTHER_HW, (33, 47)])
@@ -138,15 +133,7 @@ def test_cascade_exports(cascade_cfg, tmp_path):
     runner = OnnxMaskRCNN(out)
     for hw in (EXPORT_HW, OTHER_HW):
         image = _image(hw, 4)
-        ref = _mmdet_predict(model, image).pred_instances
-        with torch.no_grad():
-            boxes, scores, labels, probs = MaskRCNNExport(model)(image)
-        assert len(ref) > 0
-        torch.testing.assert_close(boxes, ref.bboxes, rtol=0, atol=0)
-        torch.testing.assert_close(scores, ref.scores, rtol=0, atol=0)
-        assert torch.equal(labels, ref.labels)
-        masks = paste_masks(probs.numpy(), boxes.numpy(), hw)
-        assert np.array_equal(masks, ref.masks.numpy())
+        boxes, _, labels, probs = _forward_equals_mmdet(model, image)
         got = runner.run(image.numpy())
         assert np.array_equal(got[2], labels.numpy())
         np.testing.assert_allclose(got[0], boxes.numpy(), rtol=0, atol=2e-3)
