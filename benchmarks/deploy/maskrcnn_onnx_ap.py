@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 import torch
 
 HERE = osp.dirname(osp.abspath(__file__))

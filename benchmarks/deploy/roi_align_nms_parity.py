@@ -68,7 +68,8 @@ def ort_nms(boxes, scores, iou):
         helper.make_tensor_value_info('scores', f, [1, 1, None]),
         helper.make_tensor_value_info('max', TensorProto.INT64, [1]),
         helper.make_tensor_value_info('iou', f, [1])
-    ], [helper.make_tensor_value_info('keep', TensorProto.INT64, [None, 3])], 17)
+    ], [helper.make_tensor_value_info('keep', TensorProto.INT64, [None, 3])],
+                    17)
     keep = sess.run(None, dict(
         boxes=boxes[None].numpy(), scores=scores[None, None].numpy(),
         max=np.array([len(boxes)], np.int64),
@@ -78,8 +79,8 @@ def ort_nms(boxes, scores, iou):
 
 def random_rois(rng, num, height, width, stride):
     """RoIs in image pixels around a (height, width) map of ``stride``."""
-    side = np.exp(rng.uniform(np.log(0.3), np.log(2.5 * max(height, width)
-                                                   * stride), num))
+    largest = 2.5 * max(height, width) * stride
+    side = np.exp(rng.uniform(np.log(0.3), np.log(largest), num))
     aspect = np.exp(rng.uniform(-1.5, 1.5, num))
     w, h = side * aspect, side / aspect
     cx = rng.uniform(-0.2, 1.2, num) * width * stride
