@@ -38,8 +38,13 @@ class ConversionError(ValueError):
     keys no rule knows, or an architecture that does not fit)."""
 
 
+class ImageError(ValueError):
+    """An input image cannot be used: not an image, empty, or too small
+    for the network once the test pipeline has resized it."""
+
+
 #: errors that mean a user's mistake: the tools print their message alone
 #: (OSError: a missing, unreadable or unwritable file)
 USER_ERRORS = (ConfigError, OSError, LaunchError, CorruptCheckpointError,
                UntrustedCheckpointError, CheckpointMismatchError,
-               NotResumableError, ConversionError)
+               NotResumableError, ConversionError, ImageError)

@@ -8,9 +8,9 @@ from mmengine.registry import MODEL_WRAPPERS
 from mmengine.runner import Runner
 from torch import nn
 
-from mmext.utils.checkpoint import (check_resumable, check_state_dict_fits,
-                                    find_resume_checkpoint,
-                                    load_checkpoint_file, state_dict_from)
+from mmext.utils.checkpoint import (check_state_dict_fits,
+                                    load_checkpoint_file, resume_checkpoint,
+                                    state_dict_from)
 from .hooks import safe_checkpoint_cfg
 
 
@@ -50,17 +50,11 @@ class MMExtRunner(Runner):
     def load_or_resume(self) -> None:
         if self._has_loaded:
             return None
-        if self._resume and self._load_from is None:
-            found = find_resume_checkpoint(self.work_dir,
-                                           log=self.logger.warning)
-            if found is None:
-                self.logger.warning(
-                    f'--resume: no checkpoint in {self.work_dir}; training '
-                    'starts from scratch.')
-                self._resume = False
-            self._load_from = found
-        if self._resume and self._load_from is not None:
-            check_resumable(self._load_from)
+        if self._resume:
+            self._load_from = resume_checkpoint(self._load_from,
+                                                self.work_dir,
+                                                log=self.logger.warning)
+            self._resume = self._load_from is not None
         return super().load_or_resume()
 
     def load_checkpoint(self, filename: str, *args, **kwargs):

@@ -389,3 +389,21 @@ def find_resume_checkpoint(work_dir: str, log=None) -> Optional[str]:
            'incomplete' if broken else '')
         + '. Resume from another checkpoint with --resume PATH, or start '
         'over without --resume (after removing the broken files).')
+
+
+def resume_checkpoint(load_from: Optional[str], work_dir: str,
+                      log=None) -> Optional[str]:
+    """What ``resume=True`` continues from: ``load_from`` when given, else
+    the newest complete checkpoint of ``work_dir``
+    (:func:`find_resume_checkpoint`), refused unless it is a training
+    checkpoint (:func:`check_resumable`). None, said through ``log``, when
+    the work dir holds no checkpoint: training starts from scratch."""
+    log = log or (lambda msg: None)
+    if not load_from:
+        load_from = find_resume_checkpoint(work_dir, log=log)
+        if load_from is None:
+            log(f'--resume: no checkpoint in {work_dir}; training starts '
+                'from scratch.')
+            return None
+    check_resumable(load_from)
+    return load_from
