@@ -418,7 +418,7 @@ def test_failure_inside_the_run_names_the_file_and_logs_the_traceback(
         seg_states['cfg'], seg_states['same'], '--work-dir', work,
         '--cfg-options', f'test_dataloader.dataset.data_root={data}'
     ], capsys)
-    assert f'failed to load image: {broken}' in line
+    assert f'error: {broken} cannot be decoded (a damaged JPEG)' in line
     log = line.split('traceback in ')[1].rstrip(')')
     with open(log) as f:
         assert 'Traceback (most recent call last)' in f.read()
