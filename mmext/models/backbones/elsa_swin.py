@@ -22,7 +22,7 @@ from torch import Tensor
 
 from mmext.ops import ELSA_IMPLS, elsa_filter
 from mmext.registry import MODELS
-from ..layers import PreNormBlock, SwinBlock
+from ..layers import PreNormBlock, SwinBlock, fp32_norm, softmax
 from .base import BaseBackbone
 
 __all__ = ['ELSASwin', 'ELSAttention', 'ELSABlock', 'SwinBlock']
@@ -128,7 +128,8 @@ class ELSAttention(BaseModule):
         q, k, v = torch.split(qkv, (self.dim_qk, self.dim_qk, self.embed_dims),
                               dim=1)
         attn = self.attn_gen(q * k * self.scale)
-        attn = attn.view(b, self.num_heads, ks2, h, w).softmax(dim=2)
+        # normalised over the taps in float32 (the filter sums in it too)
+        attn = softmax(attn.view(b, self.num_heads, ks2, h, w), dim=2)
         attn = self.attn_drop(attn).view(b, self.num_heads * ks2, h, w)
         ghost_mul = None if self.ghost_mul is None else \
             self.ghost_mul ** self.lam
@@ -278,6 +279,7 @@ class ELSASwin(BaseBackbone):
                                           padding='corner',
                                           norm_cfg=norm_cfg,
                                           bias=False)
+                downsample.norm = fp32_norm(downsample.norm)
             self.stages.append(ELSASwinStage(blocks, downsample))
 
         self.add_out_norms(self.num_features, norm_cfg)

@@ -18,16 +18,17 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmengine.model import ModuleList
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor
 
 from mmext.registry import MODELS
+from mmext.utils.precision import layer_norm
 from ..layers.attention import SelfAttention
 from ..layers.blocks import PreNormBlock
 from ..layers.channel_shuffle import (ChannelShuffleMixin, channel_shuffle,
                                       learnable_rescale_keys)
+from ..layers.norm import LayerNorm
 from ..layers.pos_embed import resize_pos_embed
 from ..layers.tokens import build_patch_embed
 from .base import BaseBackbone
@@ -143,7 +144,7 @@ class ShuffleViT(BaseBackbone):
         self.pos_embed = nn.Parameter(
             torch.zeros(1, num_patches + self.num_extra_tokens,
                         self.embed_dims))
-        self.embed_norm = nn.LayerNorm(self.embed_dims)
+        self.embed_norm = LayerNorm(self.embed_dims)
         self.drop_after_pos = nn.Dropout(p=drop_rate)
 
         dpr = torch.linspace(0, drop_path_rate, s['depth'],
@@ -160,7 +161,7 @@ class ShuffleViT(BaseBackbone):
                 norm_cfg=norm_cfg,
                 with_cp=with_cp) for i in range(s['depth'])
         ])
-        self.shared_norm = nn.LayerNorm(self.embed_dims)
+        self.shared_norm = LayerNorm(self.embed_dims)
         if out_type == 'featmap':
             self.add_out_norms([self.embed_dims] * self.num_stages,
                                dict(type='LN'))
@@ -205,7 +206,7 @@ class ShuffleViT(BaseBackbone):
         norm's statistics do not depend on the channel order, so its affine
         parameters are shuffled instead of the activations."""
         norm = self.shared_norm
-        return F.layer_norm(x, norm.normalized_shape,
+        return layer_norm(x, norm.normalized_shape,
                             channel_shuffle(norm.weight),
                             channel_shuffle(norm.bias), norm.eps)
 
