@@ -176,6 +176,9 @@ class ELSASwinStage(BaseModule):
         if self.downsample is None:
             return x, hw_shape, x, hw_shape
         x_down, down_shape = self.downsample(x, hw_shape)
+        # the merged tokens (a linear layer's output, half precision under
+        # autocast) rejoin the float32 token stream
+        x_down = x_down.to(x.dtype)
         return x_down, down_shape, x, hw_shape
 
 

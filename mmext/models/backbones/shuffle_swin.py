@@ -90,7 +90,8 @@ class GroupPatchMerging(BaseModule):
             reduction(norm(part)) for part, norm, reduction in zip(
                 x.unbind(0), self.norms, self.reductions)
         ], dim=-1)
-        return out.view(b, ho * wo, 2 * c), (ho, wo)
+        # in the dtype of the token stream (float32 under autocast)
+        return out.view(b, ho * wo, 2 * c).to(x.dtype), (ho, wo)
 
 
 class ShuffleSwinStage(BaseModule):
