@@ -6,15 +6,13 @@ import sys
 import pytest
 import torch
 
+from mmext.apis import test as test_tool
+from mmext.apis import train
+from mmext.errors import ConfigError
 from tests.pipeline.pipeline_utils import REPO, tiny_seg_cfg, tool
-from mmext.utils.config_check import ConfigError
 
 DET_1X = osp.join(REPO, 'configs/detection/dualvit_s_maskrcnn_1x.py')
 SEG_S = osp.join(REPO, 'configs/segmentation/dualvit_s_upernet_ade20k_160k.py')
-
-
-train = importlib.import_module('tools.train')
-test_tool = importlib.import_module('tools.test')
 
 
 @pytest.fixture(autouse=True)

@@ -18,9 +18,7 @@ from typing import Any, Iterable, List, Optional
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-
-class ConfigError(ValueError):
-    """A config (or a command-line override of it) cannot work."""
+from mmext.errors import ConfigError  # noqa: F401
 
 
 # --------------------------------------------------------------------------
