@@ -20,11 +20,12 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
 from mmext.utils.checkpoint import check_resumable, find_resume_checkpoint
+from .amp import enable_amp
 from .config_check import (ConfigError, check_cfg_options, check_checkpoint,
                            check_data, check_output_path, check_pretrained,
                            load_config)
-from .launch import (adapt_cfg_to_device, build_runner, enable_amp,
-                     init_distributed, user_errors)
+from .launch import (adapt_cfg_to_device, build_runner, init_distributed,
+                     user_errors)
 
 
 def parse_args(argv=None):
@@ -38,7 +39,8 @@ def parse_args(argv=None):
     parser.add_argument(
         '--amp',
         action='store_true',
-        help='mixed precision (GPU only; ignored with a message on CPU)')
+        help='mixed precision: float16 with dynamic loss scaling on a GPU, '
+        'bfloat16 autocast on a CPU')
     parser.add_argument(
         '--resume',
         nargs='?',
