@@ -7,8 +7,9 @@ from mmengine.registry import OPTIM_WRAPPERS
 
 import mmext.engine  # noqa: F401  (registers the wrapper)
 
-pytestmark = pytest.mark.skipif(torch.cuda.is_available(),
-                                reason='the CPU behaviour of the wrapper')
+#: what the wrapper does on a machine without a GPU
+cpu_only = pytest.mark.skipif(torch.cuda.is_available(),
+                              reason='the CPU behaviour of the wrapper')
 
 
 def _wrapper(model, **kwargs):
@@ -18,6 +19,7 @@ def _wrapper(model, **kwargs):
              **kwargs))
 
 
+@cpu_only
 def test_bfloat16_step_keeps_float32_weights():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
@@ -37,6 +39,7 @@ def test_bfloat16_step_keeps_float32_weights():
     wrapper.load_state_dict(dict(state, loss_scaler={'scale': 65536.}))
 
 
+@cpu_only
 def test_dtypes():
     model = nn.Linear(2, 2)
     with _wrapper(model, dtype='float32').optim_context(model):
@@ -47,6 +50,7 @@ def test_dtypes():
         _wrapper(model, dtype='half_float')
 
 
+@cpu_only
 def test_mmcv_ops_under_cpu_autocast():
     """nms and roi_align have no bfloat16 CPU kernel in mmcv 2.1: with the
     wrapper built they run on float32 copies under CPU autocast and give
@@ -69,3 +73,18 @@ def test_mmcv_ops_under_cpu_autocast():
     torch.testing.assert_close(pooled, align(feats.float(), rois))
     pooled.sum().backward()
     assert feats.grad.dtype == torch.bfloat16
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
+def test_gpu_defers_to_amp_optim_wrapper():
+    """On a GPU the wrapper is mmengine's AmpOptimWrapper: float16 autocast
+    and a GradScaler."""
+    model = nn.Linear(4, 4).cuda()
+    wrapper = _wrapper(model, loss_scale='dynamic')
+    assert wrapper.loss_scaler is not None
+    with wrapper.optim_context(model):
+        out = model(torch.randn(2, 4, device='cuda'))
+    assert out.dtype == torch.float16
+    wrapper.update_params(out.float().sum())
+    assert 'loss_scaler' in wrapper.state_dict()

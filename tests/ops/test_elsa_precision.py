@@ -3,7 +3,7 @@ float32 (both paths) and rounds once, to the dtype of ``v``."""
 import pytest
 import torch
 
-from mmext.ops import elsa_filter, elsa_filter_unfold
+from mmext.ops import carafe_available, elsa_filter, elsa_filter_unfold
 from tests.ops.test_elsa_op import make_inputs
 
 LOW = {'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -60,3 +60,22 @@ def test_under_autocast_in_the_dtype_of_v():
     assert out.dtype == torch.float16
     torch.testing.assert_close(out, elsa_filter(v, attn.float(), ga),
                                rtol=0, atol=0)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not carafe_available()[0],
+                    reason=f'CARAFE path unavailable: {carafe_available()[1]}')
+@pytest.mark.parametrize('name', ['fp16'])
+def test_carafe_path_sums_in_float32(name):
+    """mmcv's half CARAFE kernel would sum the taps in half: the CARAFE path
+    gets float32 copies, as the PyTorch path does."""
+    dtype = LOW[name]
+    v, attn, ga = (t.cuda() for t in _low_inputs(dtype))
+    out = elsa_filter(v, attn, ga, impl='carafe')
+    assert out.dtype == dtype
+    ref = elsa_filter_unfold(v.double(), attn.double(), ga.double(),
+                             kernel_size=7)
+    bound = ULP[dtype] * ref.abs() + 1e-6
+    assert ((out.double() - ref).abs() - bound).max().item() <= 0
+    torch.testing.assert_close(out, elsa_filter(v, attn, ga, impl='pytorch'),
+                               rtol=2 * ULP[dtype], atol=1e-5)

@@ -54,7 +54,7 @@ QK_LAYERS = r'(qkv|kv|sem_query|query_proj)$'
 QK_SCALE = 300.  # logits reach ~1e5-1e6
 
 
-def perturbed(family, seed=0):
+def perturbed(family, seed=0, device='cpu'):
     """A tiny model in training mode whose zero-initialised parameters
     (position biases, layer scales, queries) take part too."""
     torch.manual_seed(seed)
@@ -62,7 +62,7 @@ def perturbed(family, seed=0):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.02)
-    return model.train()
+    return model.to(device).train()
 
 
 def forward_backward(model, x, weights, dtype=None):
@@ -71,11 +71,9 @@ def forward_backward(model, x, weights, dtype=None):
     outside of it, as in mmengine's AMP)."""
     model.zero_grad(set_to_none=True)
     loss_scale = LOSS_SCALE.get(dtype, 1.)
-    if dtype is None:
+    with torch.autocast(x.device.type, dtype=dtype or torch.float16,
+                        enabled=dtype is not None):
         outs = model(x)
-    else:
-        with torch.autocast('cpu', dtype=dtype):
-            outs = model(x)
     loss = sum((o.float() * w).mean() for o, w in zip(outs, weights))
     (loss * loss_scale).backward()
     grads = {
@@ -89,7 +87,7 @@ def output_weights(model, x, seed=1):
     with torch.no_grad():
         outs = model(x)
     gen = torch.Generator().manual_seed(seed)
-    return [torch.randn(o.shape, generator=gen) for o in outs]
+    return [torch.randn(o.shape, generator=gen).to(x.device) for o in outs]
 
 
 def max_rel_error(actual, expected) -> float:
@@ -111,13 +109,15 @@ def assert_finite(outs, grads):
     assert not bad, f'gradients not finite: {bad[:5]}'
 
 
-def measure(family, dtype, seed=0, stress=None, shape=(2, 3, 64, 80)):
+def measure(family, dtype, seed=0, stress=None, shape=(2, 3, 64, 80),
+            device='cpu'):
     """(output errors, gradient error) of one autocast run against
     float32; also used by benchmarks/amp/autocast_errors.py."""
-    model = perturbed(family, seed)
+    model = perturbed(family, seed, device)
     if stress is not None:
         stress(family, model)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    x = x.to(device)
     weights = output_weights(model, x)
     ref_outs, ref_grads = forward_backward(model, x, weights)
     outs, grads = forward_backward(model, x, weights, dtype)
@@ -206,8 +206,7 @@ def test_large_token_stream(family, dtype):
     assert grad_err <= grad_tol
 
 
-@pytest.mark.parametrize('family', FAMILIES, ids=FAMILY_IDS)
-def test_large_attention_logits_fp16(family):
+def check_large_logits(family, device='cpu'):
     """Queries and keys scaled 300x: logits of ~1e5-1e6 overflow float16
     unless they are computed in float32 (SDPA's kernels and the window
     attention's training path). The softmax is then nearly one-hot and
@@ -215,7 +214,7 @@ def test_large_attention_logits_fp16(family):
     by ~1e-3 here), so finiteness is checked: the forward pass, and the
     backward pass at the loss scale GradScaler settles on (it halves the
     scale after each overflowing step; here in steps of 2**-8)."""
-    model = perturbed(family)
+    model = perturbed(family, device=device)
     layers = [m for n, m in model.named_modules()
               if isinstance(m, nn.Linear) and re.search(QK_LAYERS, n)]
     assert layers
@@ -223,8 +222,9 @@ def test_large_attention_logits_fp16(family):
         for layer in layers:
             layer.weight.mul_(QK_SCALE)
     x = torch.randn(2, 3, 64, 80, generator=torch.Generator().manual_seed(0))
+    x = x.to(device)
     weights = output_weights(model, x)
-    with torch.autocast('cpu', dtype=torch.float16):
+    with torch.autocast(device, dtype=torch.float16):
         outs = model(x)
     assert all(o.isfinite().all() for o in outs)
     loss = sum((o.float() * w).mean() for o, w in zip(outs, weights))
@@ -236,3 +236,28 @@ def test_large_attention_logits_fp16(family):
         if all(g.isfinite().all() for g in grads.values()):
             break
     assert_finite(outs, grads)
+
+
+@pytest.mark.parametrize('family', FAMILIES, ids=FAMILY_IDS)
+def test_large_attention_logits_fp16(family):
+    check_large_logits(family)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
+@pytest.mark.parametrize('family', FAMILIES, ids=FAMILY_IDS)
+def test_cuda_autocast_fp16(family, monkeypatch):
+    """CUDA float16 autocast, what AMP training on a GPU runs: plain, with
+    the stressed token stream and with large logits (ELSA-Swin through its
+    CARAFE path where mmcv has CUDA ops). Written without a GPU at hand:
+    the bounds are the CPU float16 tolerances, doubled, and the float32
+    reference runs without TF32."""
+    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', False)
+    out_tol, grad_tol = TOL[family.type]['fp16']
+    for stress in (None, stress_stream):
+        out_errors, grad_err = measure(family, torch.float16, stress=stress,
+                                       device='cuda')
+        assert max(out_errors) <= 2 * out_tol, out_errors
+        assert grad_err <= 2 * grad_tol
+    check_large_logits(family, 'cuda')
