@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Autocast errors of every family against float32 (CPU, tiny archs).
 
-    python benchmarks/amp/autocast_errors.py --out benchmarks/amp/autocast_errors.json
+    python benchmarks/amp/autocast_errors.py \
+        --out benchmarks/amp/autocast_errors.json
 
 For each family of ``tests/families.py``, dtype (bfloat16, float16), case
 (plain weights; the token stream scaled to ~2e5) and seed, one training-mode

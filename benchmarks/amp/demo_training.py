@@ -2,7 +2,8 @@
 """The demo Mask R-CNN trained on a CPU in float32 and with AMP (bfloat16
 autocast), each checkpoint evaluated in float32 by ``tools/test.py``.
 
-    python benchmarks/amp/demo_training.py --out benchmarks/amp/demo_training.json [--epochs 12]
+    python benchmarks/amp/demo_training.py \
+        --out benchmarks/amp/demo_training.json [--epochs 12]
 
 Both runs use ``configs/demo/dualvit_tiny_maskrcnn_demo_12e.py`` on the
 generated demo data (``--data``, made if missing) with the same seed, so

@@ -60,7 +60,8 @@ STEPS = ('env', 'cuda_tests', 'elsa_carafe', 'amp_training', 'timing')
 #: each family's real configs (their models, necks and heads are kept; the
 #: backbone gets the tiny arch of tests/families.py)
 REAL_CONFIGS = {
-    'DualViT': ('dualvit_s_maskrcnn_1x.py', 'dualvit_s_upernet_ade20k_160k.py'),
+    'DualViT': ('dualvit_s_maskrcnn_1x.py',
+                'dualvit_s_upernet_ade20k_160k.py'),
     'ELSASwin': ('elsa_swin_t_maskrcnn_1x.py',
                  'elsa_swin_t_upernet_ade20k_160k.py'),
     'AViT': ('avit_t_maskrcnn_1x.py', 'avit_t_upernet_ade20k_160k.py'),

@@ -29,13 +29,13 @@ def test_dry_run(tmp_path, capsys):
     assert list(steps) == list(check.STEPS)
     # the CUDA-only test of that file is what pytest -m cuda selects
     assert steps['cuda_tests']['collected'] == [
-        f'tests/ops/test_elsa_op.py::test_carafe_matches_pytorch_on_cuda'
+        'tests/ops/test_elsa_op.py::test_carafe_matches_pytorch_on_cuda'
         f'[shape{i}]' for i in range(2)
     ]
     assert steps['elsa_carafe']['worst_rel_err'] < 1e-2
     runs = steps['amp_training']['runs']
-    assert [(r['family'], r['task']) for r in runs] == [('ShuffleViT', 'det'),
-                                                       ('ShuffleViT', 'seg')]
+    assert [(r['family'], r['task'])
+            for r in runs] == [('ShuffleViT', 'det'), ('ShuffleViT', 'seg')]
     assert all(r['autocast_dtype'] == 'torch.bfloat16' for r in runs)
     timing = steps['timing']['rows']
     assert [(r['model'], r['mode']) for r in timing] == [

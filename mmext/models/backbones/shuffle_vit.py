@@ -207,8 +207,8 @@ class ShuffleViT(BaseBackbone):
         parameters are shuffled instead of the activations."""
         norm = self.shared_norm
         return layer_norm(x, norm.normalized_shape,
-                            channel_shuffle(norm.weight),
-                            channel_shuffle(norm.bias), norm.eps)
+                          channel_shuffle(norm.weight),
+                          channel_shuffle(norm.bias), norm.eps)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         self.check_input(x)

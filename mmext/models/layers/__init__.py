@@ -17,7 +17,8 @@ __all__ = [
     'SelfAttention', 'attend', 'merge_heads', 'split_heads', 'PreNormBlock',
     'ChannelShuffleMixin', 'channel_shuffle', 'SwinBlock', 'build_ffn',
     'maybe_checkpoint', 'MLP', 'ConvFFN', 'LayerNorm', 'LayerNorm2d',
-    'build_norm', 'fp32_norm', 'layer_norm', 'softmax', 'upcast', 'resize_pos_embed',
+    'build_norm', 'fp32_norm', 'layer_norm', 'softmax', 'upcast',
+    'resize_pos_embed',
     'scaled_residual', 'map_to_tokens', 'to_channels_last', 'tokens_to_map',
     'build_patch_embed', 'ShiftWindowMSA', 'WindowMSA',
     'relative_position_index'
