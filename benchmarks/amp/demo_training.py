@@ -55,7 +55,7 @@ def _test_metrics(work_dir):
     files = sorted(glob.glob(osp.join(work_dir, '*', 'test_metrics.json')),
                    key=osp.getmtime)
     with open(files[-1]) as f:
-        return json.load(f)
+        return json.load(f)['metrics']
 
 
 def main():
