@@ -198,40 +198,26 @@ def step_elsa_carafe(s: Settings) -> dict:
 
 
 def _family_cfg(family, task, demo_root, work_dir):
-    """The family's real detection / segmentation model with its tiny arch,
-    on the demo data (tests/pipeline/pipeline_utils), float16 AMP."""
+    """The family's real detection / segmentation model made tiny
+    (tests/tiny_configs.py) on the demo data and schedule of the pipeline
+    tests (tests/pipeline/pipeline_utils.py: 128 px, 2 iterations), with
+    float16 AMP (the tests' helpers train in float32)."""
     from mmengine.config import Config
 
     from tests.pipeline.pipeline_utils import tiny_det_cfg, tiny_seg_cfg
+    from tests.tiny_configs import tiny_config
     det = task == 'det'
-    real = Config.fromfile(osp.join(
-        REPO, 'configs', 'detection' if det else 'segmentation',
-        REAL_CONFIGS[family.type][0 if det else 1]))
-    backbone = dict(_delete_=True, type=f'mmext.{family.type}',
-                    arch=family.arch, **(family.kwargs or {}),
-                    drop_path_rate=0., init_cfg=None)
-    channels = list(family.channels)
-    model = dict(type=real.model.type, backbone=backbone)
-    neck = real.model.get('neck') or {}
-    if neck.get('type') == 'mmext.SimpleFeaturePyramid':
-        backbone['out_indices'] = (-1, )
-        width = 64 if det else channels[-1]  # the demo heads' width
-        # the demo detector has an FPN to replace, the segmentor no neck
-        model['neck'] = dict(neck, in_channels=channels[-1],
-                             out_channels=width, **({'_delete_': True}
-                                                    if det else {}))
-        channels = [width] * 4
-    elif det:
-        model['neck'] = dict(in_channels=channels)
-    if not det:
-        model['decode_head'] = dict(in_channels=channels)
-        model['auxiliary_head'] = dict(in_channels=channels[2])
+    real = osp.join(REPO, 'configs', 'detection' if det else 'segmentation',
+                    REAL_CONFIGS[family.type][0 if det else 1])
     work = osp.join(work_dir, f'{family.type}_{task}')
-    make = tiny_det_cfg if det else tiny_seg_cfg
-    # the tests' helpers train in float32: float16 AMP here (bfloat16
-    # where there is no GPU)
-    return make(demo_root, work, model=model,
-                optim_wrapper=dict(dtype='float16')), work
+    path = (tiny_det_cfg if det else tiny_seg_cfg)(demo_root, work)
+    cfg = Config.fromfile(path)
+    model = tiny_config(real).model
+    model.data_preprocessor = cfg.model.data_preprocessor  # demo crop size
+    cfg.model = model
+    cfg.optim_wrapper.dtype = 'float16'  # bfloat16 where there is no GPU
+    cfg.dump(path)
+    return path, work
 
 
 def _train_in_process(cfg_path) -> dict:

@@ -1,8 +1,13 @@
-"""Runner, hooks (crash-safe checkpoints), optimizer-wrapper constructors
-and the mixed-precision optimizer wrapper."""
+"""Runner, hooks (crash-safe checkpoints, non-finite losses, SIGTERM),
+optimizer-wrapper constructors and the mixed-precision optimizer wrapper."""
 from . import optim  # noqa: F401  (registers the constructor)
 from .amp import DeviceAmpOptimWrapper
 from .hooks import SafeCheckpointHook
+from .nonfinite import NonFiniteCheckHook
+from .preemption import PreemptionHook
 from .runner import MMExtRunner
 
-__all__ = ['DeviceAmpOptimWrapper', 'MMExtRunner', 'SafeCheckpointHook']
+__all__ = [
+    'DeviceAmpOptimWrapper', 'MMExtRunner', 'SafeCheckpointHook',
+    'NonFiniteCheckHook', 'PreemptionHook'
+]

@@ -1,15 +1,20 @@
 """Bad input stops early with an error that names the problem and the fix."""
-import importlib
 import os.path as osp
 import sys
 
 import pytest
 import torch
 
+from mmext.apis import benchmark as bench_tool
+from mmext.apis import convert as convert_tool
+from mmext.apis import flops as flops_tool
 from mmext.apis import test as test_tool
 from mmext.apis import train
 from mmext.errors import ConfigError
 from tests.pipeline.pipeline_utils import REPO, tiny_seg_cfg, tool
+from tests.pipeline.pipeline_utils import fails as _fails
+from tests.pipeline.pipeline_utils import \
+    log_to_current_stdout as _log_to_current_stdout
 
 DET_1X = osp.join(REPO, 'configs/detection/dualvit_s_maskrcnn_1x.py')
 SEG_S = osp.join(REPO, 'configs/segmentation/dualvit_s_upernet_ade20k_160k.py')
@@ -161,37 +166,6 @@ def test_amp_and_auto_scale_lr_flags(tmp_path, demo_root):
 # every bad input through the tools' real entry points: exit status 1, one
 # line on stderr naming the file and the fix, nothing half-written
 # --------------------------------------------------------------------------
-convert_tool = importlib.import_module('tools.convert_imagenet')
-flops_tool = importlib.import_module('tools.get_flops')
-bench_tool = importlib.import_module('tools.benchmark')
-
-
-def _fails(tool_module, argv, capsys, code=1):
-    """Run ``tool_module.main(argv)``; return its one line of error."""
-    capsys.readouterr()
-    _log_to_current_stdout()
-    with pytest.raises(SystemExit) as exit_:
-        result = tool_module.main([str(a) for a in argv])
-        raise SystemExit(result)  # convert_imagenet returns its status
-    assert exit_.value.code == code
-    err = capsys.readouterr().err
-    # (library warnings may come before it)
-    lines = [line for line in err.splitlines() if ': error: ' in line]
-    assert len(lines) == 1, err
-    assert 'Traceback' not in err
-    return lines[0]
-
-
-def _log_to_current_stdout():
-    # mmengine's logger outlives a test, and its console handler would keep
-    # the (closed) stream that pytest gave the previous one
-    import logging
-
-    from mmengine.logging import MMLogger
-    for logger in MMLogger._instance_dict.values():
-        for handler in logger.handlers:
-            if type(handler) is logging.StreamHandler:
-                handler.stream = sys.stdout
 
 
 @pytest.fixture(scope='module')
@@ -445,7 +419,7 @@ def test_failure_inside_the_run_names_the_file_and_logs_the_traceback(
         seg_states['cfg'], seg_states['same'], '--work-dir', work,
         '--cfg-options', f'test_dataloader.dataset.data_root={data}'
     ], capsys)
-    assert f'failed to load image: {broken}' in line
+    assert f'error: {broken} cannot be decoded (a damaged JPEG)' in line
     log = line.split('traceback in ')[1].rstrip(')')
     with open(log) as f:
         assert 'Traceback (most recent call last)' in f.read()

@@ -539,6 +539,12 @@ class DualViT(BaseBackbone):
         super().init_from_scratch()
         trunc_normal_(self.stages[0].semantic_embed.queries, std=.02)
 
+    def stage_channels(self) -> List[int]:
+        return list(self.embed_dims)
+
+    def stage_strides(self) -> List[int]:
+        return [4 * 2**i for i in range(self.num_stages)]  # a stride-4 stem
+
     # -- forward -----------------------------------------------------------
     def output_shapes(self, height: int, width: int) -> List[Tuple[int]]:
         """``(C, H, W)`` of each output for an input of the given size."""

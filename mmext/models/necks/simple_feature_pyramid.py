@@ -114,4 +114,6 @@ class SimpleFeaturePyramid(BaseModule):
         ]
         while len(outs) < self.num_outs:
             outs.append(F.max_pool2d(outs[-1], 1, stride=2))
-        return tuple(outs)
+        # LN2d leaves channels-last strides; mmcv's RoIAlign kernels (CPU
+        # and CUDA) index the raw NCHW buffer and pool garbage from them
+        return tuple(out.contiguous() for out in outs)
