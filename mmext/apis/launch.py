@@ -9,7 +9,8 @@ CUDA build of torch). The helpers here
   NCCL (through mmengine) when CUDA is available, gloo otherwise;
 * build the runner (:class:`mmext.engine.MMExtRunner`: SyncBN to BN where it
   cannot work, DDP without ``device_ids`` on CPU, crash-safe checkpoints);
-* adapt a config to the device: AMP falls back to fp32 without a GPU.
+* adapt a config to the device: without a GPU, AMP runs in bfloat16 on the
+  CPU (:mod:`mmext.apis.amp`) and distributed runs use gloo.
 """
 import contextlib
 import datetime
@@ -30,9 +31,7 @@ from mmengine.runner import Runner
 from mmext.engine.preemption import EXIT_TERMINATED, install_sigterm_handler
 from mmext.errors import USER_ERRORS, ConfigError, LaunchError  # noqa: F401
 from mmext.errors import Terminated, worker_error_summary
-
-#: ``optim_wrapper`` keys that only :class:`AmpOptimWrapper` accepts.
-_AMP_ONLY_KEYS = ('loss_scale', 'dtype', 'use_fsdp')
+from .amp import amp_for_cpu
 
 
 def cuda_available() -> bool:
@@ -116,39 +115,17 @@ def init_distributed(launcher: str,
 def adapt_cfg_to_device(cfg: Config) -> None:
     """Device-dependent config changes, each announced in the log.
 
-    * Without CUDA, ``AmpOptimWrapper`` (which needs a GPU) becomes the plain
-      fp32 ``OptimWrapper``.
+    * Without CUDA, ``AmpOptimWrapper`` (which needs a GPU) becomes
+      bfloat16 autocast on the CPU (:func:`mmext.apis.amp.amp_for_cpu`).
     * Without CUDA, distributed runs use gloo.
     """
     if cuda_available():
         return
-    optim = cfg.get('optim_wrapper')
-    if optim is not None and optim.get('type') == 'AmpOptimWrapper':
-        optim['type'] = 'OptimWrapper'
-        for key in _AMP_ONLY_KEYS:
-            optim.pop(key, None)
-        print_log(
-            'AMP (AmpOptimWrapper) needs a GPU; no GPU found, so training '
-            'runs in fp32 with OptimWrapper.',
-            logger='current')
+    amp_for_cpu(cfg)
     env_cfg = cfg.setdefault('env_cfg', {})
     dist_cfg = env_cfg.setdefault('dist_cfg', {})
     if dist_cfg.get('backend', 'nccl') != 'gloo':
         dist_cfg['backend'] = 'gloo'
-
-
-def enable_amp(cfg: Config) -> None:
-    """``--amp``: mixed precision with dynamic loss scaling."""
-    optim = cfg.optim_wrapper
-    if optim.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
-        print_log('AMP is already enabled in the config.', logger='current')
-        return
-    if optim.get('type', 'OptimWrapper') != 'OptimWrapper':
-        raise ConfigError(
-            f'--amp only applies to OptimWrapper, but the config uses '
-            f'{optim.get("type")}')
-    optim['type'] = 'AmpOptimWrapper'
-    optim.setdefault('loss_scale', 'dynamic')
 
 
 def build_runner(cfg: Config) -> Runner:

@@ -26,11 +26,11 @@ from mmext.datasets.checks import check_before_run
 from mmext.errors import WorkDirLockedError
 from mmext.utils.checkpoint import resume_checkpoint
 from mmext.utils.lock import WorkDirLock
+from .amp import enable_amp
 from .cli import load_cfg, parse_tool_args, run_tool, tool_parser
 from .config_check import (ConfigError, check_checkpoint, check_data,
                            check_pretrained)
-from .launch import (adapt_cfg_to_device, build_runner, enable_amp,
-                     init_distributed)
+from .launch import adapt_cfg_to_device, build_runner, init_distributed
 from .resume_check import check_resume_fits
 
 
@@ -39,7 +39,8 @@ def parse_args(argv=None):
     parser.add_argument(
         '--amp',
         action='store_true',
-        help='mixed precision (GPU only; ignored with a message on CPU)')
+        help='mixed precision: float16 with dynamic loss scaling on a GPU, '
+        'bfloat16 autocast on a CPU')
     parser.add_argument(
         '--resume',
         nargs='?',

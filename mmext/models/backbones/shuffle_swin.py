@@ -16,7 +16,6 @@ from typing import Dict, List, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule, ModuleList
 from torch import Tensor
 
@@ -24,6 +23,7 @@ from mmext.registry import MODELS
 from ..layers.blocks import SwinBlock
 from ..layers.channel_shuffle import (ChannelShuffleMixin,
                                       learnable_rescale_keys)
+from ..layers.norm import build_norm
 from .swin_like import SwinLikeBackbone, SwinLikeStage
 
 __all__ = ['ShuffleSwin', 'ShuffleSwinBlock', 'GroupPatchMerging']
@@ -69,7 +69,7 @@ class GroupPatchMerging(BaseModule):
         self.in_channels = in_channels
         gathered = 2 * in_channels  # 4 neighbours x C/2
         self.norms = ModuleList(
-            [build_norm_layer(norm_cfg, gathered)[1] for _ in range(2)])
+            [build_norm(norm_cfg, gathered) for _ in range(2)])
         self.reductions = ModuleList(
             [nn.Linear(gathered, in_channels, bias=False) for _ in range(2)])
 
