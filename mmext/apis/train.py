@@ -16,6 +16,8 @@ Before any work the data is checked (mmext.datasets.checks, quick level), a
 ``--resume`` checkpoint must fit the config's model, and the work dir is
 locked against a second run (mmext.utils.lock).
 """
+import contextlib
+
 from mmengine.config import Config
 from mmengine.dist import broadcast_object_list, get_dist_info
 from mmengine.logging import print_log
@@ -113,9 +115,10 @@ def setup_cfg(args) -> Config:
     return cfg
 
 
-def hold_work_dir(work_dir: str) -> WorkDirLock:
-    """Lock the work dir for this run (on the first process; every process
-    stops if another run holds it)."""
+@contextlib.contextmanager
+def hold_work_dir(work_dir: str):
+    """Hold the work dir's lock for the run (taken by the first process;
+    every process stops if another run holds it)."""
     lock = WorkDirLock(work_dir)
     refused = ''
     if get_dist_info()[0] == 0:
@@ -129,7 +132,10 @@ def hold_work_dir(work_dir: str) -> WorkDirLock:
         refused = shared[0]
     if refused:
         raise WorkDirLockedError(refused)
-    return lock
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def main(argv=None):

@@ -61,10 +61,9 @@ def grads_finite(wrapper) -> bool:
     grads = _grads(wrapper)
     if not grads:
         return True
-    norms = torch._foreach_norm(grads)
-    # an overflowing norm of finite fp16 gradients is counted as non-finite:
-    # such a step is as harmful as an inf
-    return bool(torch.isfinite(torch.stack([n.float() for n in norms])).all())
+    # in fp32: the norm of large but finite fp16 gradients must not overflow
+    norms = torch._foreach_norm(grads, 2, dtype=torch.float32)
+    return bool(torch.isfinite(torch.stack(norms)).all())
 
 
 def _loss_terms(outputs) -> Dict[str, torch.Tensor]:

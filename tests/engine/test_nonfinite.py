@@ -174,6 +174,26 @@ def test_amp_overflow_is_skipped_by_the_scaler_not_a_failure(
         _train_step(hook, runner, x, term=NAN)
 
 
+def test_cpu_bf16_amp_without_loss_scaling_is_guarded(tmp_path):
+    """mmext's DeviceAmpOptimWrapper on a CPU: bfloat16 autocast and no
+    GradScaler, so nothing else would keep a NaN step from the weights."""
+    from mmext.engine.amp import DeviceAmpOptimWrapper
+    model = _Toy()
+    wrapper = DeviceAmpOptimWrapper(
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    assert wrapper.loss_scaler is None
+    runner = _runner(wrapper, model, tmp_path)
+    hook = NonFiniteCheckHook()
+    hook.before_train(runner)
+    x = torch.randn(8, 4)
+    _train_step(hook, runner, x)
+    before = _state(model)
+    with pytest.raises(NonFiniteLossError, match='loss_extra=nan are not '
+                       'finite \\(the update was not applied\\)'):
+        _train_step(hook, runner, x, term=NAN)
+    assert torch.equal(model.fc.weight, before['fc.weight'])
+
+
 def test_checkpoint_hook_never_writes_nonfinite_state(tmp_path):
     """Whatever asks for a save (the hook's interval, a best checkpoint, a
     save at SIGTERM), mmengine passes the checkpoint dict through the

@@ -419,10 +419,9 @@ def test_failure_inside_the_run_names_the_file_and_logs_the_traceback(
         seg_states['cfg'], seg_states['same'], '--work-dir', work,
         '--cfg-options', f'test_dataloader.dataset.data_root={data}'
     ], capsys)
-    assert f'error: {broken} cannot be decoded (a damaged JPEG)' in line
-    log = line.split('traceback in ')[1].rstrip(')')
-    with open(log) as f:
-        assert 'Traceback (most recent call last)' in f.read()
+    assert f'error: {broken} cannot be decoded (a JPEG cut short)' in line
+    log = next(work.glob('*/*.log'))
+    assert 'Traceback (most recent call last)' in log.read_text()
     assert not list(work.glob('*/test_metrics.json'))
 
 
