@@ -95,4 +95,3 @@ def feature_graph(model: nn.Module, with_neck: bool = True) -> FeatureGraph:
     backbone = getattr(model, 'backbone', model)
     neck = getattr(model, 'neck', None) if with_neck else None
     return FeatureGraph(backbone, neck)
-

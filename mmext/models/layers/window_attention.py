@@ -253,4 +253,3 @@ class ShiftWindowMSA(BaseModule):
             x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
         x = x[:, :h, :w, :]
         return x.reshape(b, h * w, c)
-
