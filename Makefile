@@ -19,7 +19,7 @@ demo: install  ## train + evaluate on the embedded demo data (CPU)
 	MMEXT_DEMO_DATA=$(DEMO_DATA) PY=$(PY) bash tools/demo.sh
 
 env:  ## print the environment report for bug reports
-	$(PY) -m mmext.utils.env
+	$(PY) -m mmext.apis.env
 
 clean-venv:
 	rm -rf $(MMEXT_VENV)

@@ -75,7 +75,7 @@ def evaluate(config, ckpt, extra, work_dir):
 MEMORY_CHILD = r'''
 import resource, sys, torch
 from mmengine.structures import InstanceData
-from mmext.engine.tta import merge_views, view_detections
+from mmext.models.test_time_augs import merge_views, view_detections
 views, dets, h, w = map(int, sys.argv[1:5])
 g = torch.Generator().manual_seed(0)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -15,7 +15,7 @@ MODELS = Registry(
     'model',
     parent=MMENGINE_MODELS,
     scope='mmext',
-    locations=['mmext.models', 'mmext.engine.tta'])
+    locations=['mmext.models'])
 #: optimizer-wrapper constructors (layer-wise lr decay)
 OPTIM_WRAPPER_CONSTRUCTORS = Registry(
     'optimizer wrapper constructor',

@@ -43,8 +43,8 @@ import datetime
 import os
 import os.path as osp
 
-from mmext.utils.benchmarking import measure, merge_results
-from mmext.utils.model_spec import (add_model_arguments, model_cfg,
+from mmext.apis.benchmarking import measure, merge_results
+from mmext.apis.model_spec import (add_model_arguments, model_cfg,
                                     model_name, parse_shape)
 
 

@@ -23,8 +23,8 @@ import sys
 
 from mmext.converters import (ConversionError, available_converters,
                               convert_checkpoint, converter_class)
-from mmext.utils.config_check import check_output_path
-from mmext.utils.launch import user_errors
+from mmext.apis.config_check import check_output_path
+from mmext.apis.launch import user_errors
 
 
 def parse_args(argv=None):

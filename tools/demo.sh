@@ -35,6 +35,10 @@ step "detection: COCO evaluation (bbox + segm) and drawn predictions"
 "$PY" tools/test.py "$DET_CFG" "$DET_CKPT" --work-dir "$OUT/det" \
     --show-dir "$OUT/det/predictions"
 
+step "detection: image demo (tools/infer.py) on two validation images"
+"$PY" tools/infer.py "$DET_CFG" "$DET_CKPT" --out-dir "$OUT/det/infer" \
+    --force "$MMEXT_DEMO_DATA"/coco/val/val_000[01].jpg
+
 step "segmentation: training UperNet (tiny Dual-ViT, from scratch) on CPU"
 "$PY" tools/train.py "$SEG_CFG" --work-dir "$OUT/seg" "${NO_VAL[@]}"
 SEG_CKPT=$(cat "$OUT/seg/last_checkpoint")
@@ -42,6 +46,10 @@ SEG_CKPT=$(cat "$OUT/seg/last_checkpoint")
 step "segmentation: single-scale mIoU"
 "$PY" tools/test.py "$SEG_CFG" "$SEG_CKPT" --work-dir "$OUT/seg" \
     --show-dir "$OUT/seg/predictions"
+
+step "segmentation: image demo (tools/infer.py) on two validation images"
+"$PY" tools/infer.py "$SEG_CFG" "$SEG_CKPT" --out-dir "$OUT/seg/infer" \
+    --force "$MMEXT_DEMO_DATA"/ade/images/validation/demo_validation_000[01].jpg
 
 step "segmentation: multi-scale + flip mIoU (--tta)"
 "$PY" tools/test.py "$SEG_CFG" "$SEG_CKPT" --work-dir "$OUT/seg_tta" --tta \
@@ -73,6 +81,7 @@ print(f"UperNet      mIoU single-scale {get(seg, 'mIoU'):.2f}   "
       f"multi-scale+flip {get(tta, 'mIoU'):.2f}   (aAcc {get(seg, 'aAcc'):.2f})")
 print(f'predictions  {out}/det/predictions, {out}/seg/predictions, '
       f'{out}/seg/predictions_tta')
+print(f'image demo   {out}/det/infer, {out}/seg/infer (tools/infer.py)')
 print(f'wall time    {seconds // 60} min {seconds % 60} s')
 print('=' * 64)
 PYEOF

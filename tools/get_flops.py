@@ -19,7 +19,7 @@ import json
 import os.path as osp
 import sys
 
-from mmext.utils.model_spec import (add_model_arguments, build_model,
+from mmext.apis.model_spec import (add_model_arguments, build_model,
                                     model_cfg, model_name, parse_shape)
 
 

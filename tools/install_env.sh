@@ -56,5 +56,5 @@ if ! (cd / && "$PY" -c "import mmext, os, sys; sys.exit(not os.path.samefile(os.
 fi
 
 say "verifying the stack"
-(cd / && "$PY" -m mmext.utils.env --check) || { rm -f "$STAMP"; fail "stack verification failed (see above)"; }
+(cd / && "$PY" -m mmext.apis.env --check) || { rm -f "$STAMP"; fail "stack verification failed (see above)"; }
 say "done in $(( $(date +%s) - start )) s; python: $PY"

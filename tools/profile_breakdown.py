@@ -14,7 +14,7 @@ import argparse
 import json
 import time
 
-from mmext.utils.model_spec import (add_model_arguments, build_model,
+from mmext.apis.model_spec import (add_model_arguments, build_model,
                                     model_cfg, parse_shape, run_step)
 
 ATTENTION_OPS = ('aten::bmm', 'aten::baddbmm', 'aten::_softmax',

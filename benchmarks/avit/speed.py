@@ -24,7 +24,7 @@ depths spread than when they are uniform).
   DeiT-S is reported too (it also includes the differences between the two
   implementations of the same blocks).
 * peak memory: each variant in a fresh process through
-  ``mmext.utils.benchmarking``'s worker (peak RSS increase during
+  ``mmext.apis.benchmarking``'s worker (peak RSS increase during
   inference).
 * batch 2 with different halting per image: ``removal_mode`` 'padded' vs
   'packed', vs one call per image, vs the masked form.
@@ -129,7 +129,7 @@ def paired_speedup(reference, times):
 
 
 def measure_shape(shape, depths, rounds, threads, memory):
-    from mmext.utils.benchmarking import measure
+    from mmext.apis.benchmarking import measure
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
     small = torch.nn.functional.interpolate(x, scale_factor=0.5,
                                             mode='bilinear')

@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from mmext.utils.benchmarking import reset_peak_rss, rss_kb
+from mmext.apis.benchmarking import reset_peak_rss, rss_kb
 
 IMPLS = ('pytorch', 'unfold', 'carafe')
 

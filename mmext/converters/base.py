@@ -25,12 +25,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from mmext.errors import ConversionError  # noqa: F401
 from mmext.utils.checkpoint import state_dict_from
-
-
-class ConversionError(ValueError):
-    """The source checkpoint cannot be converted (wrong model, unknown
-    keys, shapes that fit no architecture, ...)."""
 
 
 class Transform:

@@ -1,6 +1,6 @@
-"""Runner, hooks (crash-safe checkpoints), optimizer-wrapper constructors
-and TTA models."""
-from . import optim, tta  # noqa: F401  (registers the constructor, TTA)
+"""Runner, hooks (crash-safe checkpoints) and optimizer-wrapper
+constructors."""
+from . import optim  # noqa: F401  (registers the constructor)
 from .hooks import SafeCheckpointHook
 from .runner import MMExtRunner
 

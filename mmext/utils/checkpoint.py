@@ -15,15 +15,11 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from mmext.errors import (CheckpointMismatchError,  # noqa: F401
+                          CorruptCheckpointError, NotResumableError,
+                          UntrustedCheckpointError)
+
 _registered = False
-
-
-class UntrustedCheckpointError(pickle.UnpicklingError):
-    """A checkpoint references a Python global outside the allow-list."""
-
-
-class CorruptCheckpointError(RuntimeError):
-    """A checkpoint file is truncated or not a torch checkpoint."""
 
 
 def _numpy_reconstruct():
@@ -181,9 +177,6 @@ def state_dict_from(checkpoint, keys: Optional[List[str]] = None):
 # --------------------------------------------------------------------------
 # does a state dict fit a model?
 # --------------------------------------------------------------------------
-class CheckpointMismatchError(ValueError):
-    """A checkpoint's keys or shapes do not fit the model it is loaded into
-    (weights of another config, architecture or task)."""
 
 
 def _unwrap_model(model):
@@ -320,8 +313,6 @@ def load_pretrained_strict(module: torch.nn.Module,
 # --------------------------------------------------------------------------
 # resuming
 # --------------------------------------------------------------------------
-class NotResumableError(ValueError):
-    """Nothing to resume from, where something was expected."""
 
 
 _STEP_FILE = re.compile(r'^(epoch|iter)_(\d+)\.pth$')

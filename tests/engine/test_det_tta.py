@@ -1,4 +1,4 @@
-"""Instance-mask TTA (mmext/engine/tta.py) with a known answer.
+"""Instance-mask TTA (mmext/models/test_time_augs/) with a known answer.
 
 The probe detector (det_tta_probe.py) returns the ground truth of each image
 as a detector would in each view (mirrored in flipped views), plus one extra
@@ -18,10 +18,13 @@ from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 
-from mmext.engine import tta as tta_mod
-from mmext.engine.tta import (InstanceSegTTAModel, MaskCrop, apply_tta,
-                              average_mask, fuse_nms, fuse_wbf, merge_views)
-from mmext.utils.config_check import ConfigError
+from mmext.apis.tta import apply_tta
+from mmext.errors import ConfigError
+from mmext.models.test_time_augs import views as tta_views
+from mmext.models.test_time_augs.fusion import (average_mask, fuse_nms,
+                                                fuse_wbf, merge_views)
+from mmext.models.test_time_augs.instance_seg_tta import InstanceSegTTAModel
+from mmext.models.test_time_augs.views import MaskCrop
 from tests.engine.det_tta_probe import TTAProbeDetector, write_probe_data
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -112,7 +115,7 @@ def test_known_answer_through_the_config_pipeline(det_cfg, probe_data,
 
 
 def test_not_undoing_a_flip_fails(det_cfg, probe_data, monkeypatch):
-    monkeypatch.setattr(tta_mod, 'unflip_boxes', lambda b, *a: b)
+    monkeypatch.setattr(tta_views, 'unflip_boxes', lambda b, *a: b)
     monkeypatch.setattr(MaskCrop, 'unflip', lambda self, *a: self)
     probe, preds = _run_tta(det_cfg, *probe_data, images=[0, 1])
     with pytest.raises(AssertionError):
@@ -266,11 +269,11 @@ def test_masks_are_score_weighted_means_of_the_members():
 
 
 def test_empty_and_maskless_views():
-    empty = tta_mod.ViewDetections(torch.zeros(0, 4), torch.zeros(0),
+    empty = tta_views.ViewDetections(torch.zeros(0, 4), torch.zeros(0),
                                    torch.zeros(0, dtype=torch.long), [])
     res = merge_views([empty, empty], (5, 7))
     assert res.bboxes.shape == (0, 4) and res.masks.shape == (0, 5, 7)
-    boxes = tta_mod.ViewDetections(_boxes([1, 1, 3, 3]), torch.tensor([0.5]),
+    boxes = tta_views.ViewDetections(_boxes([1, 1, 3, 3]), torch.tensor([0.5]),
                                    torch.tensor([2]), None)
     res = merge_views([boxes, boxes], (5, 7), fusion='wbf')
     assert 'masks' not in res and res.labels.tolist() == [2]

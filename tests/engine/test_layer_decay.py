@@ -16,7 +16,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 
 from mmext.engine.optim import LayerDecayOptimWrapperConstructor
-from mmext.utils.launch import adapt_cfg_to_device
+from mmext.apis.launch import adapt_cfg_to_device
 from tests.families import FAMILIES, Family
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -193,7 +193,7 @@ def test_switched_on_from_the_command_line():
     while a typo next to them is still refused."""
     import os.path as osp
 
-    from mmext.utils.config_check import ConfigError, check_cfg_options, \
+    from mmext.apis.config_check import ConfigError, check_cfg_options, \
         load_config
     repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
     cfg = load_config(osp.join(repo, 'configs/detection/'

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from mmengine.config import Config
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -115,3 +116,31 @@ def tiny_seg_cfg(demo_root, work_dir, crop=64, iters=2, test_scale=(512, 96),
     os.makedirs(work_dir, exist_ok=True)
     cfg.dump(path)
     return path
+
+
+def fails(tool_module, argv, capsys, code=1):
+    """Run ``tool_module.main(argv)``; return its one line of error."""
+    capsys.readouterr()
+    log_to_current_stdout()
+    with pytest.raises(SystemExit) as exit_:
+        result = tool_module.main([str(a) for a in argv])
+        raise SystemExit(result)  # convert_imagenet returns its status
+    assert exit_.value.code == code
+    err = capsys.readouterr().err
+    # (library warnings may come before it)
+    lines = [line for line in err.splitlines() if ': error: ' in line]
+    assert len(lines) == 1, err
+    assert 'Traceback' not in err
+    return lines[0]
+
+
+def log_to_current_stdout():
+    # mmengine's logger outlives a test, and its console handler would keep
+    # the (closed) stream that pytest gave the previous one
+    import logging
+
+    from mmengine.logging import MMLogger
+    for logger in MMLogger._instance_dict.values():
+        for handler in logger.handlers:
+            if type(handler) is logging.StreamHandler:
+                handler.stream = sys.stdout

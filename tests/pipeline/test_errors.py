@@ -6,15 +6,16 @@ import sys
 import pytest
 import torch
 
+from mmext.apis import test as test_tool
+from mmext.apis import train
+from mmext.errors import ConfigError
 from tests.pipeline.pipeline_utils import REPO, tiny_seg_cfg, tool
-from mmext.utils.config_check import ConfigError
+from tests.pipeline.pipeline_utils import fails as _fails
+from tests.pipeline.pipeline_utils import \
+    log_to_current_stdout as _log_to_current_stdout
 
 DET_1X = osp.join(REPO, 'configs/detection/dualvit_s_maskrcnn_1x.py')
 SEG_S = osp.join(REPO, 'configs/segmentation/dualvit_s_upernet_ade20k_160k.py')
-
-
-train = importlib.import_module('tools.train')
-test_tool = importlib.import_module('tools.test')
 
 
 @pytest.fixture(autouse=True)
@@ -165,34 +166,6 @@ def test_amp_and_auto_scale_lr_flags(tmp_path, demo_root):
 convert_tool = importlib.import_module('tools.convert_imagenet')
 flops_tool = importlib.import_module('tools.get_flops')
 bench_tool = importlib.import_module('tools.benchmark')
-
-
-def _fails(tool_module, argv, capsys, code=1):
-    """Run ``tool_module.main(argv)``; return its one line of error."""
-    capsys.readouterr()
-    _log_to_current_stdout()
-    with pytest.raises(SystemExit) as exit_:
-        result = tool_module.main([str(a) for a in argv])
-        raise SystemExit(result)  # convert_imagenet returns its status
-    assert exit_.value.code == code
-    err = capsys.readouterr().err
-    # (library warnings may come before it)
-    lines = [line for line in err.splitlines() if ': error: ' in line]
-    assert len(lines) == 1, err
-    assert 'Traceback' not in err
-    return lines[0]
-
-
-def _log_to_current_stdout():
-    # mmengine's logger outlives a test, and its console handler would keep
-    # the (closed) stream that pytest gave the previous one
-    import logging
-
-    from mmengine.logging import MMLogger
-    for logger in MMLogger._instance_dict.values():
-        for handler in logger.handlers:
-            if type(handler) is logging.StreamHandler:
-                handler.stream = sys.stdout
 
 
 @pytest.fixture(scope='module')

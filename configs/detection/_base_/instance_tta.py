@@ -1,7 +1,7 @@
 # Multi-scale + horizontal-flip test-time augmentation for the instance
 # segmentation configs (tools/test.py CONFIG CKPT --tta): shorter side
 # 640, 720, ..., 960 (the long side capped in proportion to 1333 at 800),
-# each unflipped and flipped. mmext.InstanceSegTTAModel (mmext/engine/tta.py)
+# each unflipped and flipped. mmext.InstanceSegTTAModel (mmext/models/test_time_augs/)
 # brings every view's boxes and mask probabilities back to the original
 # image, fuses the boxes by weighted box fusion and averages the masks of
 # each fused detection before thresholding. WBF over NMS: +2.6 box AP at the

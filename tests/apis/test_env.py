@@ -1,4 +1,4 @@
-from mmext.utils import env
+from mmext.apis import env
 
 
 def test_env_report_lists_the_stack():

@@ -18,9 +18,7 @@ from typing import Any, Iterable, List, Optional
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-
-class ConfigError(ValueError):
-    """A config (or a command-line override of it) cannot work."""
+from mmext.errors import ConfigError  # noqa: F401
 
 
 # --------------------------------------------------------------------------
@@ -53,6 +51,17 @@ def load_config(path: str) -> Config:
         text = ' '.join(str(err).split())
         raise ConfigError(f'config {path} cannot be loaded: '
                           f'{type(err).__name__}: {text}') from None
+
+
+def config_task(cfg: Config, tool: str) -> str:
+    """``'mmdet'`` (detection) or ``'mmseg'`` (segmentation), from the
+    config's ``default_scope``; a :class:`ConfigError` for anything else."""
+    scope = cfg.get('default_scope', '')
+    if scope not in ('mmdet', 'mmseg'):
+        raise ConfigError(
+            f'default_scope {scope!r}: {tool} handles mmdet (detection) and '
+            'mmseg (segmentation) configs')
+    return scope
 
 
 # --------------------------------------------------------------------------

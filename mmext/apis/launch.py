@@ -1,4 +1,4 @@
-"""Launch helpers shared by ``tools/train.py`` and ``tools/test.py``.
+"""Launch helpers shared by the train and test entry points.
 
 mmengine assumes a GPU per process once it runs distributed: its ``pytorch``
 and ``slurm`` launchers call ``torch.cuda.set_device`` and its default DDP
@@ -25,13 +25,10 @@ from mmengine.dist import get_dist_info, init_dist, is_distributed
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
+from mmext.errors import USER_ERRORS, ConfigError, LaunchError  # noqa: F401
+
 #: ``optim_wrapper`` keys that only :class:`AmpOptimWrapper` accepts.
 _AMP_ONLY_KEYS = ('loss_scale', 'dtype', 'use_fsdp')
-
-
-class LaunchError(RuntimeError):
-    """The job was started in a way that cannot work (e.g. a launcher
-    without its environment variables)."""
 
 
 def cuda_available() -> bool:
@@ -143,7 +140,6 @@ def enable_amp(cfg: Config) -> None:
         print_log('AMP is already enabled in the config.', logger='current')
         return
     if optim.get('type', 'OptimWrapper') != 'OptimWrapper':
-        from mmext.utils.config_check import ConfigError
         raise ConfigError(
             f'--amp only applies to OptimWrapper, but the config uses '
             f'{optim.get("type")}')
@@ -210,23 +206,10 @@ def user_errors(prog: str, debug: bool = False, extra: tuple = ()):
             raise
         log_file = _log_traceback_to_file(err)
         text = ' '.join(str(err).split()) or type(err).__name__
-        if not isinstance(err, _USER_ERRORS + tuple(extra)):
+        if not isinstance(err, USER_ERRORS + tuple(extra)):
             where = f'traceback in {log_file}' if log_file else \
                 'rerun with --debug for the traceback'
             text = f'{type(err).__name__}: {text} ({where})'
         sys.stderr.write(f'{prog}: error: {text}\n')
         raise SystemExit(1) from None
 
-
-def _user_error_types():
-    from mmext.utils.checkpoint import (CheckpointMismatchError,
-                                        CorruptCheckpointError,
-                                        NotResumableError,
-                                        UntrustedCheckpointError)
-    from mmext.utils.config_check import ConfigError
-    return (ConfigError, OSError, LaunchError, CorruptCheckpointError,
-            UntrustedCheckpointError, CheckpointMismatchError,
-            NotResumableError)
-
-
-_USER_ERRORS = _user_error_types()

@@ -1,5 +1,5 @@
 """The measuring side of ``tools/benchmark.py``: one measurement per fresh
-interpreter (``python -m mmext.utils.benchmarking SPEC_JSON``), and the
+interpreter (``python -m mmext.apis.benchmarking SPEC_JSON``), and the
 merging of results into a JSON file with a markdown table next to it."""
 import json
 import os
@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from .fileio import atomic_write
+from mmext.utils.fileio import atomic_write
 from .model_spec import build_model, run_step
 
 
@@ -122,7 +122,7 @@ RETAIN_MALLOC_ENV = {
 
 def measure(spec: dict, timeout: float) -> dict:
     """Run one measurement in a fresh interpreter."""
-    cmd = [sys.executable, '-m', 'mmext.utils.benchmarking', json.dumps(spec)]
+    cmd = [sys.executable, '-m', 'mmext.apis.benchmarking', json.dumps(spec)]
     env = dict(os.environ)
     for key in RETAIN_MALLOC_ENV:
         env.pop(key, None)

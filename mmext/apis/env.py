@@ -1,4 +1,4 @@
-"""Environment report for bug reports: ``python -m mmext.utils.env``.
+"""Environment report for bug reports: ``python -m mmext.apis.env``.
 
 ``--check`` also proves the stack works (imports the downstream model zoos,
 runs mmcv's compiled ops) and exits non-zero with a clear message if not.

@@ -1,4 +1,4 @@
-"""mmext.utils.model_spec and mmext.utils.benchmarking (tools/benchmark.py's
+"""mmext.apis.model_spec and mmext.apis.benchmarking (tools/benchmark.py's
 library side)."""
 import argparse
 import json
@@ -6,7 +6,7 @@ import os.path as osp
 
 import pytest
 
-from mmext.utils import benchmarking, model_spec
+from mmext.apis import benchmarking, model_spec
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TINY = ("dict(type='mmext.DualViT', arch=dict(stem_width=8, "

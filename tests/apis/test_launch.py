@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.distributed
 
-from mmext.utils import launch
+from mmext.apis import launch
 
 NODES = 2
 NODELIST = 'gpu-node[07-08]'
