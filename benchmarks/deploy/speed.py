@@ -11,7 +11,7 @@ runtimes, and in PyTorch with token removal (what removal would save).
 
     python benchmarks/deploy/speed.py [--threads 1] [--rounds 3] [--iters 3]
 
-Writes ``benchmarks/deploy/speed.json`` and ``speed.md``.
+Writes ``benchmarks/deploy/speed.json`` and ``speed.md`` (``--out``).
 """
 import argparse
 import json
@@ -60,7 +60,7 @@ def timed(fn, iters):
     return statistics.median(times)
 
 
-def export(model, shape):
+def export(model, shape, opset):
     from mmext.deploy.backbone import IMAGE_AXES, exportable_copy
     from mmext.deploy.onnx_export import export_onnx, torch_outputs
     graph, _ = exportable_copy(model)
@@ -69,14 +69,14 @@ def export(model, shape):
                                                          [example])))]
     start = time.perf_counter()
     proto = export_onnx(graph, (example, ), ['image'], names,
-                        dict(image=IMAGE_AXES))
+                        dict(image=IMAGE_AXES), opset=opset)
     return graph, proto, time.perf_counter() - start
 
 
 def measure(name, model, shape, args, extra_eager=None):
     from mmext.deploy.onnx_export import (max_rel_error, ort_session,
                                           run_session, torch_outputs)
-    graph, proto, export_s = export(model, shape)
+    graph, proto, export_s = export(model, shape, args.opset)
     session = ort_session(proto, threads=args.threads)
     x = torch.randn(1, 3, *shape)
     err = max(
@@ -109,6 +109,8 @@ def main():
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--iters', type=int, default=3)
+    parser.add_argument('--opset', type=int, default=18,
+                        help='ONNX opset (23: SDPA as one Attention op)')
     parser.add_argument('--only', nargs='*', help='model names to run')
     parser.add_argument('--out', default=osp.join(HERE, 'speed'))
     args = parser.parse_args()
@@ -140,6 +142,7 @@ def main():
 def write(records, args):
     from mmext.utils.fileio import atomic_write
     env = dict(torch=torch.__version__, threads=args.threads,
+               opset=args.opset,
                cpu=platform.processor() or platform.machine(),
                cores=os.cpu_count())
     import onnxruntime
@@ -147,7 +150,8 @@ def write(records, args):
     with atomic_write(args.out + '.json', 'w', force=True) as f:
         json.dump(dict(env=env, results=records), f, indent=1)
     lines = [
-        f'CPU, {args.threads} thread(s) for both runtimes, torch '
+        f'CPU, {args.threads} thread(s) for both runtimes, opset '
+        f'{args.opset}, torch '
         f'{env["torch"]}, onnxruntime {env["onnxruntime"]}; best of '
         f'{args.rounds} alternating rounds (median of {args.iters} '
         'forwards each); load = 1-minute load average during the rounds.',

@@ -4,7 +4,6 @@ prediction sets (the data preprocessor and the resize to the original
 image are mmseg's own in both)."""
 import numpy as np
 import pytest
-import torch
 
 from mmext.deploy.export_tool import main
 from mmext.deploy.onnx_export import ort_session
