@@ -1,107 +1,14 @@
 #!/usr/bin/env python
-"""Convert an official ImageNet checkpoint to mmext's layout.
+"""Convert an official ImageNet checkpoint to mmext's layout (see
+``mmext/apis/convert.py`` or ``--help``)::
 
     python tools/convert_imagenet.py FAMILY SRC DST [--keep-head] [--force]
-                                     [--arch NAME|JSON] [family options]
-
-``python tools/convert_imagenet.py FAMILY --help`` lists a family's options.
-
-SRC may be a bare state dict or one wrapped in ``state_dict``, ``model`` or
-``state_dict_ema``, with or without ``module.`` prefixes. The variant is
-inferred from the tensor shapes (``--arch`` for custom shapes). Without
-``--keep-head`` the result is a backbone checkpoint for
-``init_cfg=dict(type='Pretrained', checkpoint=DST)``; with it, a full
-mmpretrain ``ImageClassifier`` checkpoint (``backbone.*`` + ``head.*``) to
-check the conversion on ImageNet val. DST is written atomically, only after
-the converted weights were checked to load into the inferred architecture,
-and never over an existing file unless ``--force``.
 """
-import argparse
-import json
 import os.path as osp
 import sys
 
-from mmext.converters import (ConversionError, available_converters,
-                              convert_checkpoint, converter_class)
-from mmext.apis.config_check import check_output_path
-from mmext.apis.launch import user_errors
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split('\n\n')[0],
-        epilog=__doc__.split('\n\n', 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    families = parser.add_subparsers(dest='family', required=True,
-                                     metavar='FAMILY',
-                                     help=', '.join(available_converters()))
-    for name in available_converters():
-        sub = families.add_parser(name, help=f'official {name} checkpoints')
-        sub.add_argument('src', help='official checkpoint')
-        sub.add_argument('dst', help='converted checkpoint to write')
-        sub.add_argument('--keep-head', action='store_true',
-                         help='keep the classifier (writes an mmpretrain '
-                         'ImageClassifier checkpoint)')
-        sub.add_argument('--force', action='store_true',
-                         help='overwrite DST if it exists')
-        sub.add_argument('--arch', help='architecture when the shapes match '
-                         'no released variant: a name or a JSON dict')
-        sub.add_argument('--debug', action='store_true',
-                         help='show the full traceback of an error')
-        converter_class(name).add_arguments(sub)
-    return parser.parse_args(argv)
-
-
-def _parse_arch(text):
-    if not text or not text.lstrip().startswith('{'):
-        return text
-    try:
-        arch = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConversionError(
-            f'--arch {text!r} is not valid JSON ({err.msg} at character '
-            f'{err.pos}); write it like \'{{"embed_dims": [64, 128, 320, '
-            '448], ...}\' with double quotes, or give an arch name') from None
-    if not isinstance(arch, dict):
-        raise ConversionError(f'--arch {text!r} is not a JSON object')
-    return arch
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        # one line on stderr per failure (the traceback with --debug)
-        with user_errors('convert_imagenet.py', debug=args.debug,
-                         extra=(ConversionError, )):
-            report = _convert(args)
-    except SystemExit as failed:
-        return failed.code
-    if report.get('model_cfg'):
-        print('model config for mmpretrain (load_from=DST):')
-        print(json.dumps(report['model_cfg'], indent=2))
-    else:
-        print("use it with init_cfg=dict(type='Pretrained', "
-              f"checkpoint='{args.dst}') on the backbone "
-              f"(arch={report['arch'] or report['arch_settings']!r})")
-    return 0
-
-
-def _convert(args) -> dict:
-    arch = _parse_arch(args.arch)
-    # fail before the (slow) load, not after it
-    if osp.exists(args.dst) and not args.force:
-        raise FileExistsError(f'{args.dst} exists; pass --force to '
-                              'overwrite it')
-    check_output_path(args.dst, 'DST')
-    if osp.abspath(args.src) == osp.abspath(args.dst):
-        raise ConversionError('SRC and DST are the same file; write the '
-                              'conversion to another file')
-    common = ('family', 'src', 'dst', 'keep_head', 'force', 'arch', 'debug')
-    options = {k: v for k, v in vars(args).items() if k not in common}
-    return convert_checkpoint(
-        args.family, args.src, args.dst, keep_head=args.keep_head,
-        force=args.force, arch=arch, log=print, **options)
-
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mmext.apis.convert import main  # noqa: E402
 
 if __name__ == '__main__':
     sys.exit(main())

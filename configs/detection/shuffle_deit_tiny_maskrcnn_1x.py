@@ -4,7 +4,10 @@
 # plus ViTDet's plain-ViT parts, as the A-ViT configs: the last block's
 # stride-16 map through the simple feature pyramid (strides 4-64) and
 # layer-wise lr decay 0.7 (ViTDet's ViT-B value; docs/layer_decay.md).
-_base_ = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'
+_base_ = [
+    'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py',
+    './_base_/instance_tta.py',  # --tta: multi-scale + flip
+]
 custom_imports = dict(imports=['mmext.models'], allow_failed_imports=False)
 
 # ImageNet-1k weights of the authors' code converted to mmext's layout:

@@ -3,7 +3,10 @@
 # baseline) unchanged (AdamW 1e-4 / wd 0.05, no decay on norms and position
 # tables, 12 epochs, steps 8 and 11; total batch 16). Shuffle Swin-XTi has
 # Swin-T's stage widths (96-768), so the FPN is the same.
-_base_ = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'
+_base_ = [
+    'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py',
+    './_base_/instance_tta.py',  # --tta: multi-scale + flip
+]
 custom_imports = dict(imports=['mmext.models'], allow_failed_imports=False)
 
 # ImageNet-1k weights of the authors' code converted to mmext's layout:

@@ -18,7 +18,9 @@ from typing import Any, Iterable, List, Optional
 from mmengine.config import Config
 from mmengine.logging import print_log
 
+from mmext.datasets.checks import leaf_datasets as _iter_datasets
 from mmext.errors import ConfigError  # noqa: F401
+from mmext.utils.fileio import check_output_path, is_remote  # noqa: F401
 
 
 # --------------------------------------------------------------------------
@@ -304,22 +306,6 @@ _DEMO_HINT = ('This is the generated demo data: make it with '
               'made elsewhere with MMEXT_DEMO_DATA=/path/to/demo.')
 
 
-def _iter_datasets(ds_cfg: Any):
-    if not isinstance(ds_cfg, dict):
-        return
-    if 'dataset' in ds_cfg:
-        yield from _iter_datasets(ds_cfg['dataset'])
-    if isinstance(ds_cfg.get('datasets'), (list, tuple)):
-        for sub in ds_cfg['datasets']:
-            yield from _iter_datasets(sub)
-    if 'dataset' not in ds_cfg and 'datasets' not in ds_cfg:
-        yield ds_cfg
-
-
-def _is_remote(path: str) -> bool:
-    return bool(re.match(r'^[a-zA-Z][\w+.-]*://', path))
-
-
 def _hint(ds: dict, root: str) -> str:
     custom = os.environ.get('MMEXT_DEMO_DATA')
     if custom and str(root).startswith(custom):
@@ -343,7 +329,7 @@ def check_data(cfg: Config, splits: Iterable[str]) -> None:
         for ds in _iter_datasets(loader['dataset']):
             root = ds.get('data_root') or ''
             where = f'{split}_dataloader.dataset'
-            if root and not _is_remote(root) and not osp.isdir(root):
+            if root and not is_remote(root) and not osp.isdir(root):
                 raise FileNotFoundError(
                     f'{where}: data_root {root!r} does not exist '
                     f'(resolved: {osp.abspath(root)}). {_hint(ds, root)}')
@@ -355,9 +341,9 @@ def check_data(cfg: Config, splits: Iterable[str]) -> None:
                 if isinstance(v, str) and v:
                     paths.append((f'data_prefix.{k}', v))
             for what, rel in paths:
-                path = rel if (osp.isabs(rel) or _is_remote(rel)) else \
+                path = rel if (osp.isabs(rel) or is_remote(rel)) else \
                     osp.join(root, rel)
-                if _is_remote(path):
+                if is_remote(path):
                     continue
                 if osp.exists(path):
                     if what == 'ann_file':
@@ -371,7 +357,7 @@ def check_data(cfg: Config, splits: Iterable[str]) -> None:
         for metric in (evaluator if isinstance(evaluator, (list, tuple))
                        else [evaluator]):
             ann = metric.get('ann_file') if isinstance(metric, dict) else None
-            if not ann or _is_remote(ann):
+            if not ann or is_remote(ann):
                 continue
             ds = next(_iter_datasets(loader['dataset']), {}) \
                 if loader else {}
@@ -443,7 +429,7 @@ def check_pretrained(cfg: Config) -> None:
                 if isinstance(item, dict) and item.get('type') == 'Pretrained':
                     ckpt = item.get('checkpoint')
                     key = f'{path}.init_cfg'
-                    if isinstance(ckpt, str) and not _is_remote(ckpt) \
+                    if isinstance(ckpt, str) and not is_remote(ckpt) \
                             and not osp.exists(ckpt):
                         raise FileNotFoundError(
                             f'pretrained weights {ckpt!r} ({key}.checkpoint) '
@@ -452,7 +438,7 @@ def check_pretrained(cfg: Config) -> None:
                         check_checkpoint(ckpt, f'pretrained weights '
                                          f'({key}.checkpoint)')
             pre = node.get('pretrained')
-            if isinstance(pre, str) and not _is_remote(pre) \
+            if isinstance(pre, str) and not is_remote(pre) \
                     and not osp.exists(pre):
                 key = f'{path}.pretrained'
                 raise FileNotFoundError(
@@ -472,7 +458,7 @@ def check_checkpoint(path: Optional[str], what: str = 'checkpoint') -> None:
     """Raise a one-line error unless the local file ``path`` reads as a
     torch checkpoint (missing, folder, empty, truncated, text, untrusted
     pickle...). Complete files are mapped, not read, so this is cheap."""
-    if not path or _is_remote(path):
+    if not path or is_remote(path):
         return
     if not osp.exists(path):
         raise FileNotFoundError(f'{what} {path!r} not found.')
@@ -480,28 +466,3 @@ def check_checkpoint(path: Optional[str], what: str = 'checkpoint') -> None:
                                         load_checkpoint_file)
     load_checkpoint_file(path, map_location='cpu',
                          mmap=is_complete_checkpoint(path))
-
-
-def check_output_path(path: Optional[str], what: str,
-                      folder: bool = False) -> None:
-    """Raise :class:`ConfigError` before any long work if ``path`` (a file,
-    or with ``folder`` a folder) cannot be written: a file where a folder
-    is needed, or a folder without write permission."""
-    if not path or _is_remote(path):
-        return
-    path = osp.abspath(path)
-    if folder and osp.exists(path) and not osp.isdir(path):
-        raise ConfigError(f'{what} {path!r} is a file, not a folder; give '
-                          'another path.')
-    if not folder and osp.isdir(path):
-        raise ConfigError(f'{what} {path!r} is a folder; give a file name.')
-    # the deepest part of the path that exists must be a writable folder
-    probe = path if folder else osp.dirname(path)
-    while not osp.exists(probe):
-        probe = osp.dirname(probe)
-    if not osp.isdir(probe):
-        raise ConfigError(f'{what} {path!r}: {probe!r} is a file, so the '
-                          'folder cannot be made; give another path.')
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f'{what} {path!r}: {probe!r} is not writable '
-                          '(permission denied); give another path.')

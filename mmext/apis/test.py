@@ -1,5 +1,6 @@
-"""``tools/test.py``: evaluate a checkpoint: COCO box/mask AP for detection configs, mIoU (with
-the per-class table) for segmentation configs.
+"""``tools/test.py``: evaluate a checkpoint: COCO box/mask AP for detection
+configs, mIoU (with the per-class table) for segmentation configs. A
+checkpoint that does not fit the model or holds NaN / inf is refused.
 
 Examples::
 
@@ -8,32 +9,23 @@ Examples::
     python tools/test.py CONFIG CKPT --show-dir vis/      # save drawings
     bash tools/dist_test.sh CONFIG CKPT 8 [--tta]
 """
-import argparse
 import json
-import os
 import os.path as osp
-import sys
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.logging import print_log
 
+from mmext.datasets.checks import check_before_run
 from mmext.utils.fileio import atomic_write
-from .config_check import (ConfigError, check_cfg_options, check_checkpoint,
-                           check_data, check_output_path, config_task,
-                           load_config)
-from .launch import (adapt_cfg_to_device, build_runner, init_distributed,
-                     user_errors)
+from .cli import load_cfg, parse_tool_args, run_tool, tool_parser
+from .config_check import (ConfigError, check_checkpoint, check_data,
+                           check_output_path, config_task)
+from .launch import adapt_cfg_to_device, build_runner, init_distributed
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description='Test a detector / segmentor (mmdet or mmseg config)')
-    parser.add_argument('config', help='config file')
+    parser = tool_parser('test', work_dir_holds='the test log and metrics')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument(
-        '--work-dir',
-        help='where the test log and metrics go '
-        '(default: work_dirs/<config name>)')
     parser.add_argument(
         '--tta',
         action='store_true',
@@ -50,30 +42,11 @@ def parse_args(argv=None):
     parser.add_argument(
         '--wait-time', type=float, default=2, help='display time (s)')
     parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config keys; a key that does not exist is an error')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm'],
-        default='none',
-        help='job launcher (tools/dist_test.sh uses pytorch)')
-    parser.add_argument(
         '--allow-mismatch',
         action='store_true',
         help='test a checkpoint whose keys or shapes do not fit the model '
         '(by default refused: its metrics would be those of random weights)')
-    parser.add_argument(
-        '--debug',
-        action='store_true',
-        help='show the full traceback of an error (it is always written '
-        'to the log file once the run has one)')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_tool_args(parser, argv)
 
 
 def _setup_visualization(cfg: Config, args, task: str) -> None:
@@ -97,19 +70,9 @@ def _setup_visualization(cfg: Config, args, task: str) -> None:
 
 
 def setup_cfg(args):
-    cfg = load_config(args.config)
+    cfg = load_cfg(args)
     check_checkpoint(args.checkpoint, 'checkpoint to test')
-    check_cfg_options(cfg, args.cfg_options, args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
     task = config_task(cfg, 'tools/test.py')
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
-    check_output_path(cfg.work_dir, 'work dir', folder=True)
     cfg.load_from = args.checkpoint
     cfg.resume = False
     adapt_cfg_to_device(cfg)
@@ -130,15 +93,14 @@ def setup_cfg(args):
     if args.show_dir:
         check_output_path(args.show_dir, '--show-dir', folder=True)
     check_data(cfg, ['test'])
+    if not args.skip_data_check:
+        check_before_run(cfg, ['test'],
+                         log=lambda msg: print_log(msg, logger='current'))
     return cfg, task
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    # every failure: one line naming the problem and exit status 1; the
-    # traceback goes to the log file (and to the terminal with --debug)
-    with user_errors(osp.basename(sys.argv[0]), debug=args.debug):
-        return _run(args)
+    return run_tool(_run, parse_args(argv))
 
 
 def _run(args):
@@ -165,4 +127,3 @@ def _run(args):
                            tta=args.tta, metrics=metrics), f, indent=2,
                       default=float)
     return metrics
-

@@ -10,35 +10,35 @@ the config's ``default_scope``. Examples::
 Checkpoints are written crash-safe (mmext.engine.SafeCheckpointHook): a run
 killed at any moment leaves a checkpoint that ``--resume`` can continue from.
     bash tools/dist_train.sh CONFIG 8                     # torchrun, 8 GPUs
-"""
-import argparse
-import os
-import os.path as osp
-import sys
+    python tools/train.py CONFIG --save-on-sigterm        # SLURM, preemption
 
-from mmengine.config import Config, DictAction
+Before any work the data is checked (mmext.datasets.checks, quick level), a
+``--resume`` checkpoint must fit the config's model, and the work dir is
+locked against a second run (mmext.utils.lock).
+"""
+from mmengine.config import Config
+from mmengine.dist import broadcast_object_list, get_dist_info
 from mmengine.logging import print_log
 
-from mmext.utils.checkpoint import check_resumable, find_resume_checkpoint
-from .config_check import (ConfigError, check_cfg_options, check_checkpoint,
-                           check_data, check_output_path, check_pretrained,
-                           load_config)
-from .launch import (adapt_cfg_to_device, build_runner, enable_amp,
-                     init_distributed, user_errors)
+from mmext.datasets.checks import check_before_run
+from mmext.errors import WorkDirLockedError
+from mmext.utils.checkpoint import resume_checkpoint
+from mmext.utils.lock import WorkDirLock
+from .amp import enable_amp
+from .cli import load_cfg, parse_tool_args, run_tool, tool_parser
+from .config_check import (ConfigError, check_checkpoint, check_data,
+                           check_pretrained)
+from .launch import adapt_cfg_to_device, build_runner, init_distributed
+from .resume_check import check_resume_fits
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description='Train a detector / segmentor (mmdet or mmseg config)')
-    parser.add_argument('config', help='config file')
-    parser.add_argument(
-        '--work-dir',
-        help='where logs and checkpoints go '
-        '(default: work_dirs/<config name>)')
+    parser = tool_parser('train', work_dir_holds='logs and checkpoints')
     parser.add_argument(
         '--amp',
         action='store_true',
-        help='mixed precision (GPU only; ignored with a message on CPU)')
+        help='mixed precision: float16 with dynamic loss scaling on a GPU, '
+        'bfloat16 autocast on a CPU')
     parser.add_argument(
         '--resume',
         nargs='?',
@@ -52,47 +52,23 @@ def parse_args(argv=None):
         help='scale the learning rate by (total batch / auto_scale_lr.'
         'base_batch_size)')
     parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config keys, e.g. train_cfg.max_iters=100 '
-        'model.backbone.init_cfg=None; a key that does not exist is an '
-        'error')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm'],
-        default='none',
-        help='job launcher (tools/dist_train.sh uses pytorch)')
-    parser.add_argument(
-        '--debug',
+        '--save-on-sigterm',
         action='store_true',
-        help='show the full traceback of an error (it is always written '
-        'to the log file once the run has one)')
-    # torch.distributed.launch (deprecated) passes --local-rank
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+        help='on SIGTERM (a scheduler stopping or preempting the job) '
+        'finish the iteration and save a resumable checkpoint before '
+        'exiting with status 143')
+    return parse_tool_args(parser, argv)
 
 
 def setup_cfg(args) -> Config:
-    cfg = load_config(args.config)
-    check_cfg_options(cfg, args.cfg_options, args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    cfg.launcher = args.launcher
-
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
-    check_output_path(cfg.work_dir, 'work dir', folder=True)
-
+    cfg = load_cfg(args)
     if args.amp:
         enable_amp(cfg)
     adapt_cfg_to_device(cfg)
+    if args.save_on_sigterm:
+        hooks = cfg.setdefault('default_hooks', {})
+        hooks['preemption'] = dict(hooks.get('preemption') or {},
+                                   save_checkpoint=True)
 
     if args.auto_scale_lr:
         scale = cfg.get('auto_scale_lr')
@@ -109,20 +85,19 @@ def setup_cfg(args) -> Config:
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
-    if cfg.get('resume') and not cfg.get('load_from'):
-        # the newest complete checkpoint of the work dir, decided before
-        # anything is built; nothing usable where checkpoints exist stops
-        cfg.load_from = find_resume_checkpoint(
-            cfg.work_dir, log=lambda msg: print_log(msg, logger='current'))
-        if cfg.load_from is None:
-            print_log(f'--resume: no checkpoint in {cfg.work_dir}; training '
-                      'starts from scratch.', logger='current')
-            cfg.resume = False
-    elif cfg.get('resume'):
-        check_checkpoint(cfg.load_from, 'checkpoint to resume from')
-        check_resumable(cfg.load_from)
+    if cfg.get('resume'):
+        if cfg.get('load_from'):
+            check_checkpoint(cfg.load_from, 'checkpoint to resume from')
+        # decided before anything is built; where checkpoints exist but
+        # none is usable, this stops
+        cfg.load_from = resume_checkpoint(
+            cfg.get('load_from'), cfg.work_dir,
+            log=lambda msg: print_log(msg, logger='current'))
+        cfg.resume = cfg.load_from is not None
     else:
         check_checkpoint(cfg.get('load_from'), 'load_from checkpoint')
+    if cfg.get('resume'):
+        check_resume_fits(cfg, cfg.load_from)
 
     # fail early, before a model is built or workers are started (the
     # runner initialises weights before it resumes, so this holds for
@@ -132,17 +107,38 @@ def setup_cfg(args) -> Config:
     if cfg.get('val_cfg') and cfg.get('val_dataloader'):
         splits.append('val')
     check_data(cfg, splits)
+    if not args.skip_data_check:
+        check_before_run(cfg, splits,
+                         log=lambda msg: print_log(msg, logger='current'))
     return cfg
 
 
+def hold_work_dir(work_dir: str) -> WorkDirLock:
+    """Lock the work dir for this run (on the first process; every process
+    stops if another run holds it)."""
+    lock = WorkDirLock(work_dir)
+    refused = ''
+    if get_dist_info()[0] == 0:
+        try:
+            lock.acquire()
+        except WorkDirLockedError as err:
+            refused = str(err)
+    if get_dist_info()[1] > 1:
+        shared = [refused]
+        broadcast_object_list(shared, src=0)
+        refused = shared[0]
+    if refused:
+        raise WorkDirLockedError(refused)
+    return lock
+
+
 def main(argv=None):
-    args = parse_args(argv)
-    # every failure: one line naming the problem and exit status 1; the
-    # traceback goes to the log file (and to the terminal with --debug)
-    with user_errors(osp.basename(sys.argv[0]), debug=args.debug):
-        cfg = setup_cfg(args)
-        init_distributed(args.launcher,
-                         cfg.get('env_cfg', {}).get('dist_cfg'))
+    run_tool(_run, parse_args(argv))
+
+
+def _run(args):
+    cfg = setup_cfg(args)
+    init_distributed(args.launcher, cfg.get('env_cfg', {}).get('dist_cfg'))
+    with hold_work_dir(cfg.work_dir):
         runner = build_runner(cfg)
         runner.train()
-

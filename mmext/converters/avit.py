@@ -21,8 +21,9 @@ import re
 from typing import List, Optional, Tuple
 
 from mmext.models.backbones.avit import AViT
-from .base import (ConversionError, Converter, Rule, register_converter,
-                   timm_vit_rules, timm_vit_shapes, with_prefix)
+from .base import ConversionError, Rule
+from .plain_vit import PlainViTConverter
+from .registry import register_converter
 
 #: gate (scale, center) of the released models
 RELEASED_GATES = {'tiny': (10., 30.), 'small': (10., 75.)}
@@ -38,11 +39,10 @@ def gates_from_name(path: Optional[str]) -> Optional[Tuple[float, float]]:
 
 
 @register_converter('avit')
-class AViTConverter(Converter):
+class AViTConverter(PlainViTConverter):
     backbone = AViT
     signature = ('cls_token', 'pos_embed', 'patch_embed.proj.weight',
                  'blocks.0.mlp.fc1.weight')
-    head_keys = (r'head\.', )
 
     @classmethod
     def add_arguments(cls, parser) -> None:
@@ -63,17 +63,8 @@ class AViTConverter(Converter):
             help='input size the position embedding was trained at: one '
             'int or H W (default: the square its entries make, 224)')
 
-    def infer_arch(self, state) -> dict:
-        # a custom size gives the heads with --arch (the released ones are
-        # matched by the rest)
-        return timm_vit_shapes(state)
-
-    def rules(self, settings: dict, keep_head: bool) -> List[Rule]:
-        rules = timm_vit_rules() + [Rule('norm.', 'norm.')]
-        if not keep_head:
-            return rules
-        return with_prefix(rules,
-                           'backbone.') + [Rule('head.', 'head.layers.head.')]
+    def vit_rules(self, settings: dict) -> List[Rule]:
+        return [Rule('norm.', 'norm.')]
 
     def extra_meta(self, state, converted, settings, keep_head) -> dict:
         scale, center, source = self._gates(settings)
@@ -129,13 +120,5 @@ class AViTConverter(Converter):
                     gate_scale=meta['gate_scale'],
                     gate_center=meta['gate_center'])
 
-    def classifier_cfg(self, arch, num_classes: int, meta: dict) -> dict:
-        settings = AViT.parse_arch(arch)
-        return dict(type='ImageClassifier',
-                    backbone=dict(type='mmext.AViT',
-                                  arch=arch,
-                                  out_type='cls_token',
-                                  **self.backbone_kwargs(meta)),
-                    head=dict(type='VisionTransformerClsHead',
-                              num_classes=num_classes,
-                              in_channels=settings['embed_dims']))
+    def classifier_backbone_kwargs(self, meta: dict) -> dict:
+        return self.backbone_kwargs(meta)

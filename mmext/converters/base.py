@@ -1,7 +1,7 @@
 """The converter contract: a family declares, the base does the rest.
 
 A family subclasses :class:`Converter`, registers it with
-:func:`register_converter` and declares
+:func:`~mmext.converters.registry.register_converter` and declares
 
 * ``backbone``: the backbone class (its ``arch_zoo`` names the variants);
 * ``signature``: official keys every checkpoint of the family has;
@@ -185,23 +185,6 @@ def unwrap(checkpoint, source: str) -> Dict[str, Tensor]:
     if not tensors:
         raise ConversionError(f'{source} holds no tensors')
     return tensors
-
-
-#: family name -> converter class
-CONVERTERS: Dict[str, type] = {}
-
-
-def register_converter(name: str):
-    """Class decorator: make a :class:`Converter` available by ``name``."""
-
-    def wrap(cls):
-        if name in CONVERTERS:
-            raise KeyError(f'converter {name!r} is already registered')
-        cls.name = name
-        CONVERTERS[name] = cls
-        return cls
-
-    return wrap
 
 
 class Converter:

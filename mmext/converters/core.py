@@ -7,8 +7,9 @@ from typing import Callable, Dict, Optional
 import torch
 
 from mmext.utils.checkpoint import load_checkpoint_file
-from mmext.utils.fileio import atomic_write
-from .base import unwrap
+from mmext.utils.fileio import atomic_write, check_output_path
+from .base import ConversionError, unwrap
+from .registry import get_converter
 
 
 def load_source(path: str) -> Dict[str, torch.Tensor]:
@@ -31,6 +32,17 @@ def save_atomic(obj, dst: str, force: bool = False) -> None:
         torch.save(obj, f)
 
 
+def check_destination(src: str, dst: str, force: bool = False) -> None:
+    """Refuse ``dst``, before the (slow) load, where it exists (unless
+    ``force``), cannot be written, or is ``src`` itself."""
+    if osp.exists(dst) and not force:
+        raise FileExistsError(f'{dst} exists; pass --force to overwrite it')
+    check_output_path(dst, 'DST')
+    if osp.abspath(src) == osp.abspath(dst):
+        raise ConversionError('SRC and DST are the same file; write the '
+                              'conversion to another file')
+
+
 def convert_checkpoint(family: str,
                        src: str,
                        dst: str,
@@ -47,13 +59,9 @@ def convert_checkpoint(family: str,
     unexpected keys, and only then writes ``{'state_dict', 'meta'}``
     atomically. Returns ``meta`` plus the list of dropped keys.
     """
-    from . import get_converter
     log = log or (lambda msg: None)
     converter = get_converter(family, source=src, **options)
-    if osp.exists(dst) and not force:  # fail before the (slow) load
-        raise FileExistsError(f'{dst} exists; pass --force to overwrite it')
-    if osp.abspath(src) == osp.abspath(dst):
-        raise ValueError('source and destination are the same file')
+    check_destination(src, dst, force)
 
     state = load_source(src)
     new_state, meta, dropped = converter.convert(

@@ -18,8 +18,8 @@ block (both read the pixel tokens) into ``attn.pixel_qkv``, and ``attn.q`` +
 from typing import Dict, List
 
 from mmext.models.backbones.dualvit import DualViT
-from .base import (Converter, Fuse, Rule, count_indexed, register_converter,
-                   with_prefix)
+from .base import Converter, Fuse, Rule, count_indexed, with_prefix
+from .registry import register_converter
 
 NUM_STAGES = 4
 

@@ -27,7 +27,8 @@ import torch
 
 from mmext.models.backbones.elsa_swin import ELSASwin
 from .base import (ConversionError, Converter, Rule, Transform, count_indexed,
-                   register_converter, with_prefix)
+                   fresh_out_norms, with_prefix)
+from .registry import register_converter
 
 
 def _merge_to_unfold(t):
@@ -154,18 +155,13 @@ class ELSASwinConverter(Converter):
         if not keep_head:
             # an ImageNet classifier has no per-stage output norms: they
             # start fresh, as in the official fine-tuning
-            meta['fresh_out_norms'] = [
-                f'norm{i}' for i in range(len(settings['depths']))
-                if f'norm{i}.weight' not in converted
-            ]
+            meta['fresh_out_norms'] = fresh_out_norms(
+                converted, range(len(settings['depths'])))
         return meta
 
     def backbone_kwargs(self, meta: dict) -> dict:
         lam, gamma = meta.get('lam_gamma', (0., 1.))
         return dict(elsa_cfg=dict(lam=lam, gamma=gamma))
-
-    def allowed_missing(self, meta: dict):
-        return tuple(n + '.' for n in meta.get('fresh_out_norms', ()))
 
     def classifier_cfg(self, arch, num_classes: int, meta: dict) -> dict:
         settings = ELSASwin.parse_arch(arch)

@@ -17,8 +17,8 @@ from typing import List
 
 from mmext.models.backbones.shuffle_swin import ShuffleSwin
 from .base import (ConversionError, Converter, Rule, count_indexed,
-                   fresh_out_norms, register_converter, timm_block_rules,
-                   with_prefix)
+                   fresh_out_norms, timm_block_rules, with_prefix)
+from .registry import register_converter
 
 
 @register_converter('shuffle_swin')

@@ -16,30 +16,23 @@ import math
 from typing import List
 
 from mmext.models.backbones.shuffle_vit import ShuffleViT
-from .base import (ConversionError, Converter, Rule, fresh_out_norms,
-                   register_converter, timm_vit_rules, timm_vit_shapes,
-                   with_prefix)
+from .base import ConversionError, Rule, fresh_out_norms
+from .plain_vit import PlainViTConverter
+from .registry import register_converter
 
 
 @register_converter('shuffle_vit')
-class ShuffleViTConverter(Converter):
+class ShuffleViTConverter(PlainViTConverter):
     backbone = ShuffleViT
     signature = ('cls_token', 'embed_norm.weight', 'patch_embed.proj.weight',
                  'blocks.0.mlp.fc1.weight')
-    head_keys = (r'head\.', )
+    out_norms = True
 
-    def infer_arch(self, state) -> dict:
-        return timm_vit_shapes(state)
-
-    def rules(self, settings: dict, keep_head: bool) -> List[Rule]:
-        rules = timm_vit_rules() + [
+    def vit_rules(self, settings: dict) -> List[Rule]:
+        return [
             Rule('embed_norm.', 'embed_norm.'),
             Rule('norm.', 'shared_norm.'),
         ]
-        if not keep_head:
-            return rules + [Rule('norm{i}.', 'norm{i}.')]
-        return [Rule('head.', 'head.layers.head.')] + with_prefix(
-            rules, 'backbone.')
 
     def extra_meta(self, state, converted, settings, keep_head) -> dict:
         patches = state['pos_embed'].shape[1] - ShuffleViT.num_extra_tokens
@@ -65,18 +58,5 @@ class ShuffleViTConverter(Converter):
             kwargs['out_indices'] = tuple(meta['out_indices'])
         return kwargs
 
-    def classifier_cfg(self, arch, num_classes: int, meta: dict) -> dict:
-        settings = ShuffleViT.parse_arch(arch)
-        return dict(
-            type='ImageClassifier',
-            backbone=dict(
-                type='mmext.ShuffleViT',
-                arch=arch,
-                img_size=meta.get('img_size', 224),
-                out_type='cls_token',
-                drop_path_rate=0.),
-            neck=None,
-            head=dict(
-                type='VisionTransformerClsHead',
-                num_classes=num_classes,
-                in_channels=settings['embed_dims']))
+    def classifier_backbone_kwargs(self, meta: dict) -> dict:
+        return dict(img_size=meta.get('img_size', 224))

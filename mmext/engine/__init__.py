@@ -1,7 +1,13 @@
-"""Runner, hooks (crash-safe checkpoints) and optimizer-wrapper
-constructors."""
+"""Runner, hooks (crash-safe checkpoints, non-finite losses, SIGTERM),
+optimizer-wrapper constructors and the mixed-precision optimizer wrapper."""
 from . import optim  # noqa: F401  (registers the constructor)
+from .amp import DeviceAmpOptimWrapper
 from .hooks import SafeCheckpointHook
+from .nonfinite import NonFiniteCheckHook
+from .preemption import PreemptionHook
 from .runner import MMExtRunner
 
-__all__ = ['MMExtRunner', 'SafeCheckpointHook']
+__all__ = [
+    'DeviceAmpOptimWrapper', 'MMExtRunner', 'SafeCheckpointHook',
+    'NonFiniteCheckHook', 'PreemptionHook'
+]

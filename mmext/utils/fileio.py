@@ -2,14 +2,18 @@
 
 A process killed while writing (SIGKILL, OOM killer, a preempted job) must
 not leave a truncated file under the final name: readers such as ``--resume``
-would take it for a real checkpoint.
+would take it for a real checkpoint. Also: whether a path can be written at
+all, checked before the long work that would end in writing it.
 """
 import contextlib
 import errno
 import os
 import os.path as osp
+import re
 import tempfile
-from typing import IO, Iterator
+from typing import IO, Iterator, Optional
+
+from mmext.errors import ConfigError
 
 
 def _umask() -> int:
@@ -105,3 +109,34 @@ def is_partial_file(name: str) -> bool:
     :func:`atomic_write`."""
     base = osp.basename(name)
     return base.startswith('.') and base.endswith('.part')
+
+
+def is_remote(path: str) -> bool:
+    """Whether ``path`` is a URL (``s3://``, ``http://``...), not a local
+    file."""
+    return bool(re.match(r'^[a-zA-Z][\w+.-]*://', path))
+
+
+def check_output_path(path: Optional[str], what: str,
+                      folder: bool = False) -> None:
+    """Raise :class:`ConfigError` before any long work if ``path`` (a file,
+    or with ``folder`` a folder) cannot be written: a file where a folder
+    is needed, or a folder without write permission."""
+    if not path or is_remote(path):
+        return
+    path = osp.abspath(path)
+    if folder and osp.exists(path) and not osp.isdir(path):
+        raise ConfigError(f'{what} {path!r} is a file, not a folder; give '
+                          'another path.')
+    if not folder and osp.isdir(path):
+        raise ConfigError(f'{what} {path!r} is a folder; give a file name.')
+    # the deepest part of the path that exists must be a writable folder
+    probe = path if folder else osp.dirname(path)
+    while not osp.exists(probe):
+        probe = osp.dirname(probe)
+    if not osp.isdir(probe):
+        raise ConfigError(f'{what} {path!r}: {probe!r} is a file, so the '
+                          'folder cannot be made; give another path.')
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f'{what} {path!r}: {probe!r} is not writable '
+                          '(permission denied); give another path.')

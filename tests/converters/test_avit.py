@@ -2,13 +2,13 @@
 ``test_contract.py``): where the gate values come from, the size of the
 position embedding, and the mmpretrain classifier of ``--keep-head``,
 checked against the official logits."""
-import importlib.util
 import json
 import os.path as osp
 
 import pytest
 import torch
 
+from mmext.apis import convert as convert_tool
 from mmext.converters import ConversionError, get_converter
 from mmext.models.backbones.avit import AViT
 from tests.data.golden64 import max_rel_error
@@ -79,13 +79,10 @@ def test_keep_head_classifier_gives_official_logits(golden, tmp_path,
     src = tmp_path / 'tiny-4-2.pth'  # gates from the name, as officially
     torch.save({'model': golden['state_dict']}, src)
     dst = tmp_path / 'cls.pth'
-    spec = importlib.util.spec_from_file_location(
-        'convert_imagenet', osp.join(REPO, 'tools', 'convert_imagenet.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    assert tool.main(['avit', str(src), str(dst), '--keep-head', '--arch',
-                      json.dumps(golden['arch']), '--img-size', '48',
-                      '80']) == 0
+    assert convert_tool.main([
+        'avit', str(src), str(dst), '--keep-head', '--arch',
+        json.dumps(golden['arch']), '--img-size', '48', '80'
+    ]) == 0
     out = capsys.readouterr().out
     cfg = json.loads(out[out.index('{'):])
     assert cfg['backbone']['gate_scale'] == golden['gate_scale'] == 4.

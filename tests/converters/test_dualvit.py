@@ -1,7 +1,6 @@
 """What is particular to the Dual-ViT converter (the shared contract is in
 ``test_contract.py``): the official classifier's layout, fused projections,
 arch inference that needs ``--arch`` for custom shapes."""
-import importlib
 import json
 import os
 import os.path as osp
@@ -9,11 +8,11 @@ import os.path as osp
 import pytest
 import torch
 
+from mmext.apis import convert as convert_tool
 from mmext.converters import ConversionError, convert_checkpoint, get_converter
 from mmext.models.backbones import DualViT
 from tests.data import golden64
 
-convert_tool = importlib.import_module('tools.convert_imagenet')
 GOLDEN = torch.load(osp.join(osp.dirname(golden64.__file__),
                              'dualvit_golden64.pth'),
                     weights_only=True)

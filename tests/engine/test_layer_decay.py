@@ -6,6 +6,7 @@ get the lr of the formula ``lr * rate ** (num_blocks + 1 - depth)``, and the
 configs' other paramwise options (no weight decay on norms) still apply.
 
 A new family is one more ``Case``."""
+import copy
 import os.path as osp
 from typing import NamedTuple, Tuple, Union
 
@@ -56,8 +57,13 @@ def _build(case: Case, **paramwise):
     cfg = Config.fromfile(osp.join(REPO, 'configs', case.config))
     scope = cfg.default_scope
     init_default_scope(scope)
-    channels = list(case.family.channels)
     cfg.model.backbone.update(arch=case.family.arch, init_cfg=None)
+    if 'test_tile_size' in cfg.model.backbone:
+        cfg.model.backbone.test_tile_size = None
+    import mmext.models  # noqa: F401
+    from mmext.registry import MODELS as MMEXT_MODELS
+    channels = list(
+        MMEXT_MODELS.build(copy.deepcopy(cfg.model.backbone)).out_channels)
     neck = cfg.model.get('neck') or {}
     plain_vit = neck.get('type') == 'mmext.SimpleFeaturePyramid'
     if plain_vit:  # one map; the neck makes the pyramid (channels kept)
@@ -69,11 +75,8 @@ def _build(case: Case, **paramwise):
             cfg.model.neck.in_channels = channels
     else:
         from mmseg.registry import MODELS
-        if 'test_tile_size' in cfg.model.backbone:
-            cfg.model.backbone.test_tile_size = None
         cfg.model.decode_head.update(in_channels=channels, channels=16)
         cfg.model.auxiliary_head.update(in_channels=channels[2], channels=16)
-    import mmext.models  # noqa: F401
     model = MODELS.build(cfg.model)
     adapt_cfg_to_device(cfg)  # AMP -> fp32 on CPU
     # how docs/layer_decay.md switches it on for any config

@@ -57,6 +57,21 @@ def test_config_builds(path):
         model.eval()
         neck = cfg.model.get('neck') or {}
         plain_vit = neck.get('type') == 'mmext.SimpleFeaturePyramid'
+        # what the backbone declares is what the config's neck / head take
+        declared = list(model.backbone.out_channels)
+        if plain_vit:  # SimpleFeaturePyramid on the stride-16 map
+            assert declared == [neck.in_channels]
+            assert model.backbone.out_strides == (16, )
+        else:
+            takes = (cfg.model.neck if scope == 'mmdet' else
+                     cfg.model.decode_head).in_channels  # FPN / UPerHead
+            assert declared == list(takes)
+            assert model.backbone.out_strides == (4, 8, 16, 32)
+        if scope == 'mmseg':
+            aux = cfg.model.auxiliary_head
+            fed = [neck.out_channels] * 4 if plain_vit else declared
+            assert cfg.model.decode_head.in_channels == fed
+            assert aux.in_channels == fed[aux.in_index]
         with torch.no_grad():
             feats = model.backbone(torch.zeros(1, 3, 64, 64))
             if plain_vit:  # one stride-16 map; the neck makes the pyramid

@@ -1,11 +1,13 @@
 """Bad input stops early with an error that names the problem and the fix."""
-import importlib
 import os.path as osp
 import sys
 
 import pytest
 import torch
 
+from mmext.apis import benchmark as bench_tool
+from mmext.apis import convert as convert_tool
+from mmext.apis import flops as flops_tool
 from mmext.apis import test as test_tool
 from mmext.apis import train
 from mmext.errors import ConfigError
@@ -118,7 +120,9 @@ def test_known_keys_are_accepted(tmp_path, demo_root):
         'model.test_cfg.mode=whole', 'optim_wrapper.clip_grad.max_norm=1'
     ])
     assert cfg.model.backbone.drop_path_rate == 0.1
-    assert cfg.optim_wrapper.type == 'OptimWrapper'  # AMP off on CPU
+    # no GPU: bfloat16 autocast, off here (the tests' dtype='float32')
+    assert cfg.optim_wrapper.type == 'mmext.DeviceAmpOptimWrapper'
+    assert cfg.optim_wrapper.dtype == 'float32'
 
 
 def test_cli_prints_a_clean_error(tmp_path):
@@ -153,9 +157,8 @@ def test_amp_and_auto_scale_lr_flags(tmp_path, demo_root):
     out = _setup([cfg, '--amp', '--auto-scale-lr', '--work-dir',
                   str(tmp_path)])
     assert out.auto_scale_lr == dict(enable=True, base_batch_size=16)
-    # no GPU here: AMP falls back to fp32 without AMP-only arguments
-    assert out.optim_wrapper.type == 'OptimWrapper'
-    assert 'loss_scale' not in out.optim_wrapper
+    # no GPU here: bfloat16 autocast on the CPU (the loss scale is unused)
+    assert out.optim_wrapper.type == 'mmext.DeviceAmpOptimWrapper'
     assert out.env_cfg.dist_cfg.backend == 'gloo'
 
 
@@ -163,9 +166,6 @@ def test_amp_and_auto_scale_lr_flags(tmp_path, demo_root):
 # every bad input through the tools' real entry points: exit status 1, one
 # line on stderr naming the file and the fix, nothing half-written
 # --------------------------------------------------------------------------
-convert_tool = importlib.import_module('tools.convert_imagenet')
-flops_tool = importlib.import_module('tools.get_flops')
-bench_tool = importlib.import_module('tools.benchmark')
 
 
 @pytest.fixture(scope='module')
@@ -419,7 +419,7 @@ def test_failure_inside_the_run_names_the_file_and_logs_the_traceback(
         seg_states['cfg'], seg_states['same'], '--work-dir', work,
         '--cfg-options', f'test_dataloader.dataset.data_root={data}'
     ], capsys)
-    assert f'failed to load image: {broken}' in line
+    assert f'error: {broken} cannot be decoded (a damaged JPEG)' in line
     log = line.split('traceback in ')[1].rstrip(')')
     with open(log) as f:
         assert 'Traceback (most recent call last)' in f.read()

@@ -20,20 +20,18 @@ Two forms of the same computation:
   rounding: a -1000 bias is an exact zero after softmax.
 """
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn import build_norm_layer
-from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor
 
 from mmext.models.layers import (PreNormBlock, SelfAttention, attend,
-                                 build_patch_embed, maybe_checkpoint,
-                                 resize_pos_embed, split_heads)
+                                 build_norm, maybe_checkpoint, split_heads)
 from mmext.registry import MODELS
-from .base import BaseBackbone
+from mmext.utils.precision import compute_dtype, upcast
+from .plain_vit import PlainViTBackbone
 
 __all__ = ['AViT', 'HaltingBlock', 'halting_prior']
 
@@ -115,7 +113,7 @@ class HaltingBlock(PreNormBlock):
 
 
 @MODELS.register_module()
-class AViT(BaseBackbone):
+class AViT(PlainViTBackbone):
     """A-ViT backbone: DeiT with adaptive token halting.
 
     Args:
@@ -175,14 +173,11 @@ class AViT(BaseBackbone):
                              num_heads=6,
                              patch_size=16)),
     }
-    arch_keys = ('embed_dims', 'depth', 'num_heads', 'patch_size')
-    stem_names = ('patch_embed', 'cls_token', 'pos_embed')
     layer_depth_rules = (
         (r'(patch_embed\.|cls_token$|pos_embed$)', 'stem'),
         (r'blocks\.(?P<stage>\d+)\.', 'block'),
         (r'norm\.', 'last_block'),  # the final norm serves every output
     )
-    num_extra_tokens = 1
 
     def __init__(self,
                  arch='tiny',
@@ -207,9 +202,7 @@ class AViT(BaseBackbone):
                          norm_eval=norm_eval,
                          with_cp=with_cp,
                          init_cfg=init_cfg)
-        if out_type not in ('featmap', 'cls_token'):
-            raise ValueError(f"out_type must be 'featmap' or 'cls_token', "
-                             f'got {out_type!r}')
+        self.out_type = self.check_out_type(out_type)
         if out_type == 'cls_token' and not with_cls_token:
             raise ValueError("out_type='cls_token' needs with_cls_token=True")
         if removal_mode not in REMOVAL_MODES:
@@ -224,13 +217,11 @@ class AViT(BaseBackbone):
                              f'valid: {sorted(HALTING_LOSS_DEFAULTS)}')
         settings = self.arch_settings
         dims, depth = settings['embed_dims'], settings['depth']
-        patch = settings['patch_size']
         self.halting_loss = {**HALTING_LOSS_DEFAULTS, **(halting_loss or {})}
         if self.halting_loss['prior_target_depth'] is None:
             self.halting_loss['prior_target_depth'] = round(depth * 2 / 3)
         # fail at build time, not at the first loss
         halting_prior(depth, self.halting_loss['prior_target_depth'])
-        self.out_type = out_type
         self.with_cls_token = with_cls_token
         self.gate_scale = float(gate_scale)
         self.gate_center = float(gate_center)
@@ -238,66 +229,26 @@ class AViT(BaseBackbone):
         self.token_removal = token_removal
         self.removal_mode = removal_mode
 
-        img_size = (img_size, img_size) if isinstance(img_size, int) \
-            else tuple(img_size)
-        self.pos_grid = (img_size[0] // patch, img_size[1] // patch)
-        # 'corner': pads the right/bottom of any input up to the patch grid
-        self.patch_embed = build_patch_embed(3, dims, patch)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, dims))
-        self.pos_embed = nn.Parameter(
-            torch.zeros(1, self.num_extra_tokens + math.prod(self.pos_grid),
-                        dims))
+        self.build_embeddings(3, img_size)
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
             HaltingBlock(dims, settings['num_heads'], drop_path_rate=r)
             for r in rates)
-        self.norm = build_norm_layer(dict(type='LN', eps=1e-6), dims)[1]
+        self.norm = build_norm(dict(type='LN', eps=1e-6), dims)
         #: what the last forward recorded (depths; in the masked form also
         #: the ponder cost and per-block scores the losses need)
         self.halting_state: Optional[Dict] = None
         self.freeze_stages()
 
-    # -- contract hooks ----------------------------------------------------
-    @classmethod
-    def check_arch(cls, settings: dict) -> None:
-        for key in cls.arch_keys:
-            if not (isinstance(settings[key], int) and settings[key] > 0):
-                raise ValueError(f'arch[{key!r}] must be a positive int, '
-                                 f'got {settings[key]!r}')
-        if settings['embed_dims'] % settings['num_heads']:
-            raise ValueError(
-                f"arch['embed_dims'] ({settings['embed_dims']}) must be "
-                f"divisible by arch['num_heads'] ({settings['num_heads']})")
-
-    @classmethod
-    def stage_depths(cls, settings: dict) -> List[int]:
-        return [1] * settings['depth']
-
-    def stage_modules(self, index: int) -> List[nn.Module]:
-        return [self.blocks[index]]
-
-    def init_from_scratch(self) -> None:
-        super().init_from_scratch()
-        trunc_normal_(self.pos_embed, std=.02)
-        trunc_normal_(self.cls_token, std=.02)
-
     # -- forward -----------------------------------------------------------
-    def embed(self, x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
-        """Patch tokens (with the class token first) plus position
-        embedding, and the patch grid."""
-        x, hw = self.patch_embed(x)
-        pos = resize_pos_embed(self.pos_embed, self.pos_grid, hw,
-                               self.num_extra_tokens)
-        if self.with_cls_token:
-            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1)
-            return x + pos, hw
-        return x + pos[:, self.num_extra_tokens:], hw
-
     def halting_score(self, y: Tensor) -> Tensor:
-        return torch.sigmoid(y[..., 0] * self.gate_scale - self.gate_center)
+        # float32 under mixed precision: the scores are summed and compared
+        # with 1 - eps (0.99 is 0.98828125 in bfloat16)
+        return torch.sigmoid(
+            upcast(y[..., 0]) * self.gate_scale - self.gate_center)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        tokens, hw = self.embed(x)
+        tokens, hw = self.embed(x, self.with_cls_token)
         if self.training or not self.token_removal:
             outs, state = self.forward_masked(tokens)
         else:
@@ -312,12 +263,14 @@ class AViT(BaseBackbone):
         b, n, _ = x.shape
         last = len(self.blocks) - 1
         threshold = 1 - self.halting_eps
-        keep = x.new_ones(b, n)  # 1: still running
-        cum = x.new_zeros(b, n)
-        remainder = x.new_ones(b, n)
-        rho = x.new_zeros(b, n)
-        depth = x.new_ones(b, n)
-        out = x.new_zeros(x.shape)
+        # halting state and the mean-field sum in float32 at least
+        acc = dict(dtype=compute_dtype(x), device=x.device)
+        keep = torch.ones(b, n, **acc)  # 1: still running
+        cum = torch.zeros(b, n, **acc)
+        remainder = torch.ones(b, n, **acc)
+        rho = torch.zeros(b, n, **acc)
+        depth = torch.ones(b, n, **acc)
+        out = torch.zeros(x.shape, **acc)
         scores, outs = [], []
         for i, block in enumerate(self.blocks):
             # halted tokens enter as zeros; the gradient passes as if they
@@ -333,8 +286,8 @@ class AViT(BaseBackbone):
                 h = torch.ones_like(h)
             cum = cum + h
             rho = rho + keep
-            reached = (cum > threshold).to(x.dtype) * keep
-            running = (cum < threshold).to(x.dtype)
+            reached = (cum > threshold).to(cum.dtype) * keep
+            running = (cum < threshold).to(cum.dtype)
             # exactly one of the two weights is non-zero for a running token
             out = out + y * keep[..., None] * (remainder * reached +
                                                h * running)[..., None]
@@ -356,10 +309,11 @@ class AViT(BaseBackbone):
         threshold = 1 - self.halting_eps
         idx = torch.arange(b * n, device=x.device)  # running, image-major
         x = x.reshape(b * n, c)
-        cum = x.new_zeros(b * n)
-        remainder = x.new_ones(b * n)
-        depth = x.new_zeros(b * n)
-        out = x.new_zeros(b * n, c)
+        acc = dict(dtype=compute_dtype(x), device=x.device)
+        cum = torch.zeros(b * n, **acc)
+        remainder = torch.ones(b * n, **acc)
+        depth = torch.zeros(b * n, **acc)
+        out = torch.zeros(b * n, c, **acc)
         outs = []
         for i, block in enumerate(self.blocks):
             if idx.numel():

@@ -14,8 +14,15 @@ hierarchical model has a few stages of many blocks; a plain ViT declares
 one stage per block (:meth:`stage_depths` returns ``[1] * depth``), so its
 ``out_indices``, ``frozen_stages`` and layer depths count blocks.
 
+A family also declares what it outputs: :meth:`BaseBackbone.stage_channels`
+and :meth:`BaseBackbone.stage_strides`, read through ``out_channels`` /
+``out_strides`` (for its arch and ``out_indices``) by tests and config
+checks.
+
 The base owns index checks, freezing and ``norm_eval``, per-output norms,
 the default initialisation and the conversion of token outputs to NCHW maps.
+Family groups share a helper beside it: :mod:`.swin_like` (hierarchical
+Swin-style stages) and :mod:`.plain_vit` (one stride-``patch_size`` grid).
 """
 import copy
 import re
@@ -23,12 +30,12 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..layers.norm import build_norm
 from ..layers.tokens import tokens_to_map
 
 #: kinds of :attr:`BaseBackbone.layer_depth_rules`
@@ -141,33 +148,6 @@ class BaseBackbone(BaseModule):
         """Family-specific checks of a parsed arch (raise ValueError)."""
 
     @classmethod
-    def check_hierarchical_arch(
-        cls,
-        settings: dict,
-        ints: Sequence[str] = ('embed_dims', ),
-        lists: Sequence[str] = ('depths', 'num_heads')
-    ) -> None:
-        """Common checks of a Swin-like arch: ``ints`` positive ints,
-        ``lists`` equally long non-empty lists of positive ints."""
-        ok = all(
-            isinstance(settings[k], int) and settings[k] > 0 for k in ints)
-        ok = ok and all(
-            isinstance(settings[k], list) and settings[k] and all(
-                isinstance(n, int) and n > 0 for n in settings[k])
-            for k in lists)
-        if not ok:
-            raise ValueError(
-                f'custom {cls.__name__} arch: {", ".join(ints)} must be '
-                f'positive ints and {" / ".join(lists)} non-empty lists of '
-                f'positive ints (one per stage), got {settings}')
-        lengths = {k: len(settings[k]) for k in lists}
-        if len(set(lengths.values())) > 1:
-            raise ValueError(
-                f'{cls.__name__} arch: ' + ', '.join(f'{k} {settings[k]}'
-                                                     for k in lists) +
-                ' must have the same length (one entry per stage)')
-
-    @classmethod
     def stage_depths(cls, settings: dict) -> List[int]:
         """Blocks per stage (a plain ViT: ``[1] * depth``)."""
         return list(settings['depths'])
@@ -190,22 +170,6 @@ class BaseBackbone(BaseModule):
         starts = [sum(self.depths[:i]) for i in range(self.num_stages + 1)]
         return [rates[a:b] for a, b in zip(starts, starts[1:])]
 
-    def build_swin_stem(self, in_channels: int, patch_size: int,
-                        norm_cfg: dict, drop_rate: float) -> None:
-        """What the Swin-like families share before their stages: widths
-        (``embed_dims`` doubling per stage), a padded patch embedding and
-        the dropout after it."""
-        from ..layers import build_patch_embed
-        self.embed_dims = self.arch_settings['embed_dims']
-        self.num_heads = self.arch_settings['num_heads']
-        self.in_channels = in_channels
-        self.num_features = [
-            self.embed_dims * 2**i for i in range(self.num_stages)
-        ]
-        self.patch_embed = build_patch_embed(in_channels, self.embed_dims,
-                                             patch_size, norm_cfg)
-        self.drop_after_pos = nn.Dropout(p=drop_rate)
-
     def check_input(self, x: Tensor) -> None:
         """A clear error for anything but a ``(B, in_channels, H, W)``
         batch."""
@@ -217,11 +181,41 @@ class BaseBackbone(BaseModule):
                 'match the input')
 
     # -- outputs --------------------------------------------------------------
+    def stage_channels(self) -> List[int]:
+        """Channels of the output of every stage (declared by the family;
+        timm's ``feature_info``, detectron2's ``output_shape()``)."""
+        raise NotImplementedError(
+            f'{type(self).__name__} declares no stage_channels()')
+
+    def stage_strides(self) -> List[int]:
+        """Stride (input pixels per output position) of every stage."""
+        raise NotImplementedError(
+            f'{type(self).__name__} declares no stage_strides()')
+
+    def outputs_maps(self) -> bool:
+        """Whether the outputs are NCHW maps (not class tokens or token
+        sequences, which have no stride)."""
+        return getattr(self, 'out_type', 'featmap') == 'featmap'
+
+    @property
+    def out_channels(self) -> Tuple[int, ...]:
+        """Channels of each output, in ``out_indices`` order: what a neck's
+        ``in_channels`` must be."""
+        channels = self.stage_channels()
+        return tuple(channels[i] for i in self.out_indices)
+
+    @property
+    def out_strides(self) -> Tuple[Optional[int], ...]:
+        """Stride of each output map (None where the output is no map);
+        an input of size ``H`` gives ``ceil(H / stride)`` positions."""
+        strides = self.stage_strides()
+        return tuple(strides[i] if self.outputs_maps() else None
+                     for i in self.out_indices)
+
     def add_out_norms(self, channels: Sequence[int], norm_cfg: dict) -> None:
         """Register ``norm{i}`` (``channels[i]`` wide) for each out index."""
         for i in self.out_indices:
-            self.add_module(f'norm{i}',
-                            build_norm_layer(norm_cfg, channels[i])[1])
+            self.add_module(f'norm{i}', build_norm(norm_cfg, channels[i]))
 
     def to_output(self, index: int, tokens: Tensor, hw: Tuple[int,
                                                               int]) -> Tensor:

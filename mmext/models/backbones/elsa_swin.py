@@ -11,19 +11,19 @@ Official checkpoints (ImageNet classifiers and detection / segmentation
 backbones) load after ``tools/convert_imagenet.py elsa_swin SRC DST``.
 """
 import math
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 from mmcv.cnn.bricks.transformer import PatchMerging
-from mmengine.model import BaseModule, ModuleList
+from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor
 
 from mmext.ops import ELSA_IMPLS, elsa_filter
 from mmext.registry import MODELS
-from ..layers import PreNormBlock, SwinBlock
-from .base import BaseBackbone
+from ..layers import PreNormBlock, SwinBlock, fp32_norm, softmax
+from .swin_like import SwinLikeBackbone, SwinLikeStage
 
 __all__ = ['ELSASwin', 'ELSAttention', 'ELSABlock', 'SwinBlock']
 
@@ -128,7 +128,8 @@ class ELSAttention(BaseModule):
         q, k, v = torch.split(qkv, (self.dim_qk, self.dim_qk, self.embed_dims),
                               dim=1)
         attn = self.attn_gen(q * k * self.scale)
-        attn = attn.view(b, self.num_heads, ks2, h, w).softmax(dim=2)
+        # normalised over the taps in float32 (the filter sums in it too)
+        attn = softmax(attn.view(b, self.num_heads, ks2, h, w), dim=2)
         attn = self.attn_drop(attn).view(b, self.num_heads * ks2, h, w)
         ghost_mul = None if self.ghost_mul is None else \
             self.ghost_mul ** self.lam
@@ -160,49 +161,25 @@ class ELSABlock(PreNormBlock):
                                      **(attn_cfg or {})), **block_kwargs)
 
 
-class ELSASwinStage(BaseModule):
-    """A stage: ``depth`` blocks, then an optional 2x2 patch merging."""
-
-    def __init__(self, blocks: Sequence[BaseModule],
-                 downsample: Optional[BaseModule]):
-        super().__init__()
-        self.blocks = ModuleList(blocks)
-        self.downsample = downsample
-
-    def forward(self, x: Tensor, hw_shape: Tuple[int, int]):
-        for block in self.blocks:
-            x = block(x, hw_shape)
-        if self.downsample is None:
-            return x, hw_shape, x, hw_shape
-        x_down, down_shape = self.downsample(x, hw_shape)
-        return x_down, down_shape, x, hw_shape
-
-
 @MODELS.register_module()
-class ELSASwin(BaseBackbone):
-    """ELSA-Swin backbone.
+class ELSASwin(SwinLikeBackbone):
+    """ELSA-Swin backbone: ELSA blocks in every stage but the last, which
+    keeps Swin's (shifted) window attention.
 
     Args:
         arch (str | dict): ``'t'``/``'tiny'``, ``'s'``/``'small'``,
             ``'b'``/``'base'``, or a dict with keys ``embed_dims``,
             ``depths``, ``num_heads`` and ``group_width``.
-        in_channels (int): input channels. Default 3.
-        patch_size (int): patch embedding stride. Default 4.
-        window_size (int): window of the last (Swin) stage. Default 7.
-        mlp_ratio (float): FFN expansion. Default 4.
-        qkv_bias (bool): bias in the q/k/v projections. Default True.
-        qk_scale (float, optional): scale of the window attention in the last
-            stage; defaults to ``head_dim ** -0.5``. (ELSA stages use 1.)
         elsa_cfg (dict, optional): options of :class:`ELSAttention` in the
             first stages: ``kernel_size`` (7), ``lam`` (0) and ``gamma`` (1)
             (the ghost head, released models: 0 and 1), ``dilation`` (1),
             ``impl`` ('auto', 'carafe', 'pytorch').
-        drop_rate, attn_drop_rate (float): dropout rates. Default 0.
-        drop_path_rate (float): stochastic depth, increasing linearly over
-            all blocks from 0. Default 0.1.
-        out_indices, frozen_stages, norm_eval, with_cp, init_cfg: see
-            :class:`~mmext.models.backbones.base.BaseBackbone`.
-        norm_cfg (dict): norm of blocks, patch embed/merging and outputs.
+        Other arguments (``in_channels``, ``patch_size``, ``window_size`` of
+        the last stage, ``mlp_ratio``, ``qkv_bias``, ``qk_scale`` of the
+        last stage (ELSA stages use 1), dropout and drop-path rates,
+        ``out_indices``, ``frozen_stages``, ``norm_eval``, ``norm_cfg``,
+        ``with_cp``, ``init_cfg``): see
+        :class:`~mmext.models.backbones.swin_like.SwinLikeBackbone`.
     """
     arch_zoo = {
         **dict.fromkeys(['t', 'tiny'], dict(
@@ -219,78 +196,18 @@ class ELSASwin(BaseBackbone):
 
     def __init__(self,
                  arch: Union[str, Dict] = 't',
-                 in_channels: int = 3,
-                 patch_size: int = 4,
-                 window_size: int = 7,
-                 mlp_ratio: float = 4.,
-                 qkv_bias: bool = True,
-                 qk_scale: Optional[float] = None,
                  elsa_cfg: Optional[Dict] = None,
-                 drop_rate: float = 0.,
-                 attn_drop_rate: float = 0.,
-                 drop_path_rate: float = 0.1,
-                 out_indices: Sequence[int] = (0, 1, 2, 3),
-                 frozen_stages: int = -1,
-                 norm_eval: bool = False,
-                 norm_cfg: Dict = dict(type='LN'),
-                 with_cp: bool = False,
-                 init_cfg=None):
-        super().__init__(arch, out_indices, frozen_stages, norm_eval, with_cp,
-                         init_cfg)
-        self.build_swin_stem(in_channels, patch_size, norm_cfg, drop_rate)
-        elsa_cfg = self._elsa_cfg(elsa_cfg, self.arch_settings['group_width'],
-                                  qkv_bias, attn_drop_rate, drop_rate)
-        window_cfg = dict(window_size=window_size,
-                          qkv_bias=qkv_bias,
-                          qk_scale=qk_scale,
-                          attn_drop_rate=attn_drop_rate,
-                          proj_drop_rate=drop_rate)
-        ffn_cfg = dict(mlp_ratio=mlp_ratio, drop_rate=drop_rate)
-
-        stage_rates = self.drop_path_rates(drop_path_rate)
-        self.stages = ModuleList()
-        for i, (depth, heads) in enumerate(zip(self.depths, self.num_heads)):
-            dims = self.num_features[i]
-            rates = stage_rates[i]
-            common = dict(norm_cfg=norm_cfg, ffn_cfg=ffn_cfg, with_cp=with_cp)
-            if i == self.num_stages - 1:
-                blocks = [
-                    SwinBlock(dims,
-                              heads,
-                              shift=j % 2 == 1,
-                              attn_cfg=window_cfg,
-                              drop_path_rate=rates[j],
-                              **common) for j in range(depth)
-                ]
-                downsample = None
-            else:
-                blocks = [
-                    ELSABlock(dims,
-                              heads,
-                              attn_cfg=elsa_cfg,
-                              drop_path_rate=rates[j],
-                              **common) for j in range(depth)
-                ]
-                downsample = PatchMerging(in_channels=dims,
-                                          out_channels=2 * dims,
-                                          kernel_size=2,
-                                          stride=2,
-                                          padding='corner',
-                                          norm_cfg=norm_cfg,
-                                          bias=False)
-            self.stages.append(ELSASwinStage(blocks, downsample))
-
-        self.add_out_norms(self.num_features, norm_cfg)
-        self.freeze_stages()
+                 **kwargs):
+        super().__init__(arch, **kwargs)
+        self.elsa_cfg = self._elsa_cfg(elsa_cfg)
+        self.build_stages()
 
     @classmethod
     def check_arch(cls, settings: Dict) -> None:
         cls.check_hierarchical_arch(settings,
                                     ints=('embed_dims', 'group_width'))
 
-    @staticmethod
-    def _elsa_cfg(user_cfg, group_width, qkv_bias, attn_drop_rate,
-                  drop_rate) -> Dict:
+    def _elsa_cfg(self, user_cfg) -> Dict:
         allowed = ('kernel_size', 'lam', 'gamma', 'dilation', 'impl')
         unknown = sorted(set(user_cfg or {}) - set(allowed))
         if unknown:
@@ -301,20 +218,38 @@ class ELSASwin(BaseBackbone):
         if cfg['impl'] not in ELSA_IMPLS:
             raise ValueError(f'ELSASwin elsa_cfg impl must be one of '
                              f'{ELSA_IMPLS}, got {cfg["impl"]!r}')
+        window = self.window_cfg
         return dict(cfg,
-                    group_width=group_width,
-                    qkv_bias=qkv_bias,
-                    attn_drop_rate=attn_drop_rate,
-                    proj_drop_rate=drop_rate)
+                    group_width=self.arch_settings['group_width'],
+                    qkv_bias=window['qkv_bias'],
+                    attn_drop_rate=window['attn_drop_rate'],
+                    proj_drop_rate=window['proj_drop_rate'])
 
-    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        self.check_input(x)
-        x, hw_shape = self.patch_embed(x)
-        x = self.drop_after_pos(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x, next_shape, out, out_shape = stage(x, hw_shape)
-            if i in self.out_indices:
-                outs.append(self.to_output(i, out, out_shape))
-            hw_shape = next_shape
-        return tuple(outs)
+    def build_stage(self, index: int, dims: int, num_heads: int,
+                    drop_path_rates: List[float]) -> SwinLikeStage:
+        if index == self.num_stages - 1:
+            return SwinLikeStage([
+                SwinBlock(dims,
+                          num_heads,
+                          shift=j % 2 == 1,
+                          attn_cfg=self.window_cfg,
+                          drop_path_rate=rate,
+                          **self.block_cfg)
+                for j, rate in enumerate(drop_path_rates)
+            ])
+        blocks = [
+            ELSABlock(dims,
+                      num_heads,
+                      attn_cfg=self.elsa_cfg,
+                      drop_path_rate=rate,
+                      **self.block_cfg) for rate in drop_path_rates
+        ]
+        merging = PatchMerging(in_channels=dims,
+                               out_channels=2 * dims,
+                               kernel_size=2,
+                               stride=2,
+                               padding='corner',
+                               norm_cfg=self.norm_cfg,
+                               bias=False)
+        merging.norm = fp32_norm(merging.norm)
+        return SwinLikeStage(blocks, merging)

@@ -11,11 +11,10 @@ separately.
 Authors' checkpoints load after ``tools/convert_imagenet.py shuffle_swin SRC
 DST``.
 """
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule, ModuleList
 from torch import Tensor
 
@@ -23,8 +22,9 @@ from mmext.registry import MODELS
 from ..layers.blocks import SwinBlock
 from ..layers.channel_shuffle import (ChannelShuffleMixin,
                                       learnable_rescale_keys)
+from ..layers.norm import build_norm
 from ..layers.padding import pad_to_multiple
-from .base import BaseBackbone
+from .swin_like import SwinLikeBackbone, SwinLikeStage
 
 __all__ = ['ShuffleSwin', 'ShuffleSwinBlock', 'GroupPatchMerging']
 
@@ -69,7 +69,7 @@ class GroupPatchMerging(BaseModule):
         self.in_channels = in_channels
         gathered = 2 * in_channels  # 4 neighbours x C/2
         self.norms = ModuleList(
-            [build_norm_layer(norm_cfg, gathered)[1] for _ in range(2)])
+            [build_norm(norm_cfg, gathered) for _ in range(2)])
         self.reductions = ModuleList(
             [nn.Linear(gathered, in_channels, bias=False) for _ in range(2)])
 
@@ -90,18 +90,8 @@ class GroupPatchMerging(BaseModule):
         return out.view(b, ho * wo, 2 * c), (ho, wo)
 
 
-class ShuffleSwinStage(BaseModule):
-    """Blocks of one resolution, then (except in the last stage) the
-    downsampling; the stage output is taken before the downsampling."""
-
-    def __init__(self, blocks, downsample: Optional[nn.Module] = None):
-        super().__init__()
-        self.blocks = ModuleList(blocks)
-        self.downsample = downsample
-
-
 @MODELS.register_module()
-class ShuffleSwin(BaseBackbone):
+class ShuffleSwin(SwinLikeBackbone):
     """Shuffle Swin Transformer backbone.
 
     Args:
@@ -110,12 +100,6 @@ class ShuffleSwin(BaseBackbone):
             with keys ``embed_dims`` (full width of stage 0), ``depths`` and
             ``num_heads`` (heads of the attended half, which is
             ``embed_dims * 2**i / 2`` wide in stage ``i``).
-        in_channels (int): image channels. Default 3.
-        patch_size (int): patch embedding stride. Default 4.
-        window_size (int): attention window. Default 7.
-        mlp_ratio (float): FFN hidden width over the attended width.
-        qkv_bias (bool): bias of the qkv projections. Default True.
-        qk_scale (float, optional): defaults to ``head_dim ** -0.5``.
         rescale (str | None): shortcut factors of every block: 'fixed'
             (1/2, as released), 'learnable' (the paper's two learnable
             coefficients per block, starting at 1/2) or None.
@@ -123,15 +107,12 @@ class ShuffleSwin(BaseBackbone):
             one window in height or width without shifting, as the authors'
             classifier (7x7 last stage at 224 pixels); True always shifts
             (mmdet's Swin).
-        drop_rate (float): dropout after the patch embedding and in blocks.
-        attn_drop_rate (float): attention dropout.
-        drop_path_rate (float): stochastic depth, increasing linearly from
-            0 over the blocks. Default 0.1.
-        out_indices (Sequence[int]): stages to output (strides 4, 8, 16, 32);
-            each output has its own norm (``norm{i}``).
-        frozen_stages, norm_eval, with_cp, init_cfg: see
-            :class:`~mmext.models.backbones.base.BaseBackbone`.
-        norm_cfg (dict): every norm. Default LayerNorm.
+        Other arguments (``in_channels``, ``patch_size``, ``window_size``,
+        ``mlp_ratio`` (FFN hidden width over the attended width),
+        ``qkv_bias``, ``qk_scale``, dropout and drop-path rates,
+        ``out_indices``, ``frozen_stages``, ``norm_eval``, ``norm_cfg``,
+        ``with_cp``, ``init_cfg``): see
+        :class:`~mmext.models.backbones.swin_like.SwinLikeBackbone`.
     """
     arch_zoo = {
         'xtiny': dict(embed_dims=96, depths=[2, 2, 4, 2],
@@ -141,54 +122,13 @@ class ShuffleSwin(BaseBackbone):
 
     def __init__(self,
                  arch: Union[str, Dict] = 'xtiny',
-                 in_channels: int = 3,
-                 patch_size: int = 4,
-                 window_size: int = 7,
-                 mlp_ratio: float = 4.,
-                 qkv_bias: bool = True,
-                 qk_scale: Optional[float] = None,
                  rescale: Optional[str] = 'fixed',
                  pad_small_map: bool = False,
-                 drop_rate: float = 0.,
-                 attn_drop_rate: float = 0.,
-                 drop_path_rate: float = 0.1,
-                 out_indices: Sequence[int] = (0, 1, 2, 3),
-                 frozen_stages: int = -1,
-                 norm_eval: bool = False,
-                 norm_cfg: Dict = dict(type='LN'),
-                 with_cp: bool = False,
-                 init_cfg=None):
-        super().__init__(arch, out_indices, frozen_stages, norm_eval, with_cp,
-                         init_cfg)
-        self.build_swin_stem(in_channels, patch_size, norm_cfg, drop_rate)
-        attn_cfg = dict(window_size=window_size, qkv_bias=qkv_bias,
-                        qk_scale=qk_scale, attn_drop_rate=attn_drop_rate,
-                        proj_drop_rate=drop_rate,
-                        pad_small_map=pad_small_map)
-        ffn_cfg = dict(mlp_ratio=mlp_ratio, drop_rate=drop_rate)
-
-        stage_rates = self.drop_path_rates(drop_path_rate)
-        self.stages = ModuleList()
-        for i, (depth, heads) in enumerate(zip(self.depths, self.num_heads)):
-            rates = stage_rates[i]
-            blocks = [
-                ShuffleSwinBlock(
-                    self.num_features[i],
-                    heads,
-                    shift=j % 2 == 1,
-                    rescale=rescale,
-                    attn_cfg=attn_cfg,
-                    ffn_cfg=ffn_cfg,
-                    drop_path_rate=rates[j],
-                    norm_cfg=norm_cfg,
-                    with_cp=with_cp) for j in range(depth)
-            ]
-            downsample = GroupPatchMerging(self.num_features[i], norm_cfg) \
-                if i < self.num_stages - 1 else None
-            self.stages.append(ShuffleSwinStage(blocks, downsample))
-
-        self.add_out_norms(self.num_features, norm_cfg)
-        self.freeze_stages()
+                 **kwargs):
+        super().__init__(arch, **kwargs)
+        self.rescale = rescale
+        self.window_cfg['pad_small_map'] = pad_small_map
+        self.build_stages()
 
     @classmethod
     def check_arch(cls, settings: Dict) -> None:
@@ -205,20 +145,22 @@ class ShuffleSwin(BaseBackbone):
                     f'channels (half of embed_dims * 2**{i}), not divisible '
                     f'by num_heads[{i}] = {heads}')
 
+    def build_stage(self, index: int, dims: int, num_heads: int,
+                    drop_path_rates: List[float]) -> SwinLikeStage:
+        blocks = [
+            ShuffleSwinBlock(dims,
+                             num_heads,
+                             shift=j % 2 == 1,
+                             rescale=self.rescale,
+                             attn_cfg=self.window_cfg,
+                             drop_path_rate=rate,
+                             **self.block_cfg)
+            for j, rate in enumerate(drop_path_rates)
+        ]
+        downsample = GroupPatchMerging(dims, self.norm_cfg) \
+            if index < self.num_stages - 1 else None
+        return SwinLikeStage(blocks, downsample)
+
     def optional_pretrained_keys(self):
         return super().optional_pretrained_keys() + \
             learnable_rescale_keys(self)
-
-    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        self.check_input(x)
-        x, hw_shape = self.patch_embed(x)
-        x = self.drop_after_pos(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            for block in stage.blocks:
-                x = block(x, hw_shape)
-            if i in self.out_indices:
-                outs.append(self.to_output(i, x, hw_shape))
-            if stage.downsample is not None:
-                x, hw_shape = stage.downsample(x, hw_shape)
-        return tuple(outs)

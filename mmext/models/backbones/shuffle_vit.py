@@ -18,19 +18,17 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmengine.model import ModuleList
-from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor
 
 from mmext.registry import MODELS
+from mmext.utils.precision import layer_norm
 from ..layers.attention import SelfAttention
 from ..layers.blocks import PreNormBlock
 from ..layers.channel_shuffle import (ChannelShuffleMixin, channel_shuffle,
                                       learnable_rescale_keys)
-from ..layers.pos_embed import resize_pos_embed
-from ..layers.tokens import build_patch_embed
-from .base import BaseBackbone
+from ..layers.norm import LayerNorm
+from .plain_vit import PlainViTBackbone
 
 __all__ = ['ShuffleViT', 'ShuffleViTBlock']
 
@@ -58,7 +56,7 @@ class ShuffleViTBlock(ChannelShuffleMixin, PreNormBlock):
 
 
 @MODELS.register_module()
-class ShuffleViT(BaseBackbone):
+class ShuffleViT(PlainViTBackbone):
     """Shuffle DeiT (plain ViT) backbone.
 
     Every block is a stage: ``out_indices`` and ``frozen_stages`` count
@@ -94,16 +92,13 @@ class ShuffleViT(BaseBackbone):
         'deit-tiny': dict(embed_dims=384, depth=12, num_heads=3,
                           patch_size=16),
     }
-    arch_keys = ('embed_dims', 'depth', 'num_heads', 'patch_size')
-    stem_names = ('patch_embed', 'cls_token', 'pos_embed', 'embed_norm')
+    stem_names = PlainViTBackbone.stem_names + ('embed_norm', )
     layer_depth_rules = (
         (r'(patch_embed|cls_token|pos_embed|embed_norm)', 'stem'),
         (r'blocks\.(?P<stage>\d+)\.', 'block'),
         (r'norm(?P<stage>\d+)\.', 'stage_last'),
         (r'shared_norm\.', 'last_block'),  # applied after every block
     )
-    OUT_TYPES = ('featmap', 'cls_token')
-    num_extra_tokens = 1
 
     def __init__(self,
                  arch: Union[str, Dict] = 'deit-tiny',
@@ -123,27 +118,10 @@ class ShuffleViT(BaseBackbone):
                  init_cfg=None):
         super().__init__(arch, out_indices, frozen_stages, norm_eval, with_cp,
                          init_cfg)
-        if out_type not in self.OUT_TYPES:
-            raise ValueError(f'ShuffleViT out_type must be one of '
-                             f'{self.OUT_TYPES}, got {out_type!r}')
+        self.out_type = self.check_out_type(out_type)
         s = self.arch_settings
-        self.embed_dims = s['embed_dims']
-        self.patch_size = s['patch_size']
-        self.in_channels = in_channels
-        self.out_type = out_type
-        img_size = (img_size, img_size) if isinstance(img_size, int) else \
-            tuple(img_size)
-        self.patch_grid = (img_size[0] // self.patch_size,
-                           img_size[1] // self.patch_size)
-
-        self.patch_embed = build_patch_embed(in_channels, self.embed_dims,
-                                             self.patch_size)
-        num_patches = self.patch_grid[0] * self.patch_grid[1]
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
-        self.pos_embed = nn.Parameter(
-            torch.zeros(1, num_patches + self.num_extra_tokens,
-                        self.embed_dims))
-        self.embed_norm = nn.LayerNorm(self.embed_dims)
+        self.build_embeddings(in_channels, img_size)
+        self.embed_norm = LayerNorm(self.embed_dims)
         self.drop_after_pos = nn.Dropout(p=drop_rate)
 
         dpr = torch.linspace(0, drop_path_rate, s['depth'],
@@ -160,33 +138,17 @@ class ShuffleViT(BaseBackbone):
                 norm_cfg=norm_cfg,
                 with_cp=with_cp) for i in range(s['depth'])
         ])
-        self.shared_norm = nn.LayerNorm(self.embed_dims)
+        self.shared_norm = LayerNorm(self.embed_dims)
         if out_type == 'featmap':
-            self.add_out_norms([self.embed_dims] * self.num_stages,
-                               dict(type='LN'))
+            self.add_out_norms(self.stage_channels(), dict(type='LN'))
         self.freeze_stages()
 
     @classmethod
-    def check_arch(cls, settings: Dict) -> None:
-        for key in cls.arch_keys:
-            if not isinstance(settings[key], int) or settings[key] <= 0:
-                raise ValueError(f'ShuffleViT arch: {key} must be a positive '
-                                 f'int, got {settings[key]!r}')
-        if settings['embed_dims'] % (2 * settings['num_heads']):
-            raise ValueError(
-                f'ShuffleViT arch: the attended half of embed_dims '
-                f'({settings["embed_dims"]} / 2) must be divisible by '
-                f'num_heads ({settings["num_heads"]})')
-
-    @classmethod
-    def stage_depths(cls, settings: Dict):
-        return [1] * settings['depth']
+    def attended_dims(cls, settings: Dict) -> Tuple[int, str]:
+        return settings['embed_dims'] // 2, 'embed_dims / 2'
 
     def stage_modules(self, index: int) -> list:
-        parts = [self.blocks[index]]
-        norm = getattr(self, f'norm{index}', None)
-        if norm is not None:
-            parts.append(norm)
+        parts = super().stage_modules(index)
         if index == self.num_stages - 1:
             parts.append(self.shared_norm)  # used by every block
         return parts
@@ -195,27 +157,17 @@ class ShuffleViT(BaseBackbone):
         return super().optional_pretrained_keys() + \
             learnable_rescale_keys(self)
 
-    def init_from_scratch(self) -> None:
-        super().init_from_scratch()
-        trunc_normal_(self.pos_embed, std=.02)
-        trunc_normal_(self.cls_token, std=.02)
-
     def _shared_norm_shuffled(self, x: Tensor) -> Tensor:
         """``shuffle(shared_norm(t))`` of the tokens ``x = shuffle(t)``: the
         norm's statistics do not depend on the channel order, so its affine
         parameters are shuffled instead of the activations."""
         norm = self.shared_norm
-        return F.layer_norm(x, norm.normalized_shape,
-                            channel_shuffle(norm.weight),
-                            channel_shuffle(norm.bias), norm.eps)
+        return layer_norm(x, norm.normalized_shape,
+                          channel_shuffle(norm.weight),
+                          channel_shuffle(norm.bias), norm.eps)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        self.check_input(x)
-        b = x.shape[0]
-        x, hw_shape = self.patch_embed(x)
-        pos = resize_pos_embed(self.pos_embed, self.patch_grid, hw_shape,
-                               self.num_extra_tokens)
-        x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1) + pos
+        x, hw_shape = self.embed(x)
         x = self.drop_after_pos(self.embed_norm(x))
         outs = []
         for i, block in enumerate(self.blocks):

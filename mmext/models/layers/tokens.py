@@ -39,7 +39,9 @@ def build_patch_embed(in_channels: int, embed_dims: int, patch_size: int,
     ``patch_size`` conv with stride ``patch_size``, the input padded at the
     bottom/right to a multiple of it (any input size), then ``norm_cfg``."""
     from mmcv.cnn.bricks.transformer import PatchEmbed
-    return PatchEmbed(
+
+    from .norm import fp32_norm
+    embed = PatchEmbed(
         in_channels=in_channels,
         embed_dims=embed_dims,
         conv_type='Conv2d',
@@ -47,3 +49,6 @@ def build_patch_embed(in_channels: int, embed_dims: int, patch_size: int,
         stride=patch_size,
         padding='corner',
         norm_cfg=norm_cfg)
+    if embed.norm is not None:
+        embed.norm = fp32_norm(embed.norm)
+    return embed

@@ -19,6 +19,7 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor
 
+from mmext.utils.precision import full_precision, upcast
 from .padding import pad_to_multiple
 
 __all__ = ['WindowMSA', 'ShiftWindowMSA', 'relative_position_index']
@@ -116,13 +117,13 @@ class WindowMSA(BaseModule):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (bw, heads, N, d)
         # 4-D inputs and a 4-D mask keep SDPA on its fused CPU kernel; a 3-D
         # mask or 5-D inputs send it to the unfused path (~4x slower)
-        bias = self.relative_bias().to(q.dtype).unsqueeze(0)
+        bias = self.relative_bias().unsqueeze(0)
         if mask is not None:
             nw = mask.shape[0]
             if bw % nw != 0:
                 raise ValueError(f'{bw} windows cannot be grouped by a mask '
                                  f'for {nw} windows per image')
-            bias = bias + mask.to(q.dtype).unsqueeze(1)  # (nW, heads, N, N)
+            bias = bias + mask.to(bias.dtype).unsqueeze(1)  # nW, heads, N, N
             # a view for one image, one copy of the mask per image otherwise
             bias = bias.expand(bw // nw, nw, heads, n, n).reshape(
                 bw, heads, n, n)
@@ -133,15 +134,20 @@ class WindowMSA(BaseModule):
             # back to an unfused path with extra masking passes; one batched
             # GEMM that adds the bias makes a Swin training step ~8% faster
             d = c // heads
-            scores = torch.baddbmm(
-                bias.expand(bw, heads, n, n).reshape(bw * heads, n, n),
-                (q * self.scale).reshape(bw * heads, n, d),
-                k.reshape(bw * heads, n, d).transpose(1, 2))
-            attn = F.dropout(scores.softmax(-1), drop, self.training)
-            out = torch.bmm(attn, v.reshape(bw * heads, n, d))
+            # logits and softmax in float32 under mixed precision, as
+            # SDPA's kernels compute them
+            with full_precision(q.device.type):
+                scores = torch.baddbmm(
+                    upcast(bias).expand(bw, heads, n, n).reshape(
+                        bw * heads, n, n),
+                    (upcast(q) * self.scale).reshape(bw * heads, n, d),
+                    upcast(k).reshape(bw * heads, n, d).transpose(1, 2))
+                attn = F.dropout(scores.softmax(-1), drop, self.training)
+            out = torch.bmm(attn.to(v.dtype), v.reshape(bw * heads, n, d))
         else:
             out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=bias, dropout_p=drop, scale=self.scale)
+                q, k, v, attn_mask=bias.to(q.dtype), dropout_p=drop,
+                scale=self.scale)
         out = out.reshape(bw, heads, n, c // heads).transpose(1, 2)
         out = self.proj(out.reshape(bw, n, c))
         return self.proj_drop(out)

@@ -18,13 +18,17 @@ pytestmark = pytest.mark.parametrize('family', FAMILIES,
 
 @pytest.mark.parametrize('shape', [(1, 3, 97, 131), (2, 3, 64, 80)])
 def test_outputs_at_any_size(family, shape):
+    """Every output has the declared channels and stride (timm's
+    ``feature_info``): ``ceil(H / stride)`` positions for any ``H``."""
     model = family.build().eval()
     assert isinstance(model, BaseBackbone)
     with torch.no_grad():
         outs = model(torch.randn(shape))
-    assert isinstance(outs, tuple) and len(outs) == len(family.strides)
+    assert isinstance(outs, tuple)
+    assert len(outs) == len(model.out_indices) == len(model.out_channels) \
+        == len(model.out_strides)
     h, w = shape[2:]
-    for out, c, stride in zip(outs, family.channels, family.strides):
+    for out, c, stride in zip(outs, model.out_channels, model.out_strides):
         assert out.shape == (shape[0], c, math.ceil(h / stride),
                              math.ceil(w / stride))
         assert out.is_contiguous()
@@ -41,12 +45,17 @@ def test_batch_items_are_independent(family):
 
 
 def test_out_indices(family):
-    n = len(family.strides)
+    full = family.build()
+    n = full.num_stages
     model = family.build(out_indices=(0, -1)).eval()
     assert model.out_indices == (0, n - 1)
+    # the declaration follows out_indices
+    assert model.out_channels == (full.stage_channels()[0],
+                                  full.stage_channels()[-1])
+    assert model.out_strides == (full.stage_strides()[0],
+                                 full.stage_strides()[-1])
     outs = model(torch.randn(1, 3, 64, 64))
-    assert [o.shape[1] for o in outs] == [family.channels[0],
-                                          family.channels[-1]]
+    assert tuple(o.shape[1] for o in outs) == model.out_channels
     for bad in ((n, ), (0, 0), ()):
         with pytest.raises(ValueError, match='out_indices'):
             family.build(out_indices=bad)
@@ -65,7 +74,7 @@ def test_bad_arch_names_the_choices(family):
 
 
 def test_frozen_stages_stay_frozen_after_train(family):
-    n = len(family.strides)
+    n = family.build().num_stages
     with pytest.raises(ValueError, match='frozen_stages'):
         family.build(frozen_stages=n + 1)
     model = family.build(frozen_stages=1)

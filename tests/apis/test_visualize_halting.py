@@ -1,25 +1,16 @@
-"""tools/visualize_halting.py on a tiny A-ViT checkpoint."""
-import importlib.util
-import os.path as osp
+"""tools/visualize_halting.py (mmext.apis.visualize_halting) on a tiny A-ViT
+checkpoint."""
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from mmext.apis import visualize_halting as tool
 from mmext.converters import convert_checkpoint, get_converter
 from mmext.models.backbones.avit import AViT
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TINY = dict(embed_dims=48, depth=4, num_heads=3, patch_size=16)
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location(
-        'visualize_halting', osp.join(REPO, 'tools', 'visualize_halting.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -42,7 +33,6 @@ def files(tmp_path):
 
 def test_draws_depth_map(files, capsys):
     ckpt, image, out = files
-    tool = load_tool()
     assert tool.main([str(image), str(out), '--checkpoint', str(ckpt)]) == 0
     assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert '7x9 tokens' in capsys.readouterr().out
@@ -54,7 +44,6 @@ def test_draws_depth_map(files, capsys):
 
 def test_errors(files, tmp_path, capsys):
     ckpt, image, out = files
-    tool = load_tool()
     out.write_bytes(b'old')
     assert tool.main([str(image), str(out), '--checkpoint', str(ckpt)]) == 1
     assert 'exists' in capsys.readouterr().err and out.read_bytes() == b'old'

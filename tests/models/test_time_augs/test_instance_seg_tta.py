@@ -8,7 +8,6 @@ scale and flip evaluated, every flip undone. Two controls show that the
 check fails when a flip is not undone or the flipped views are dropped.
 """
 import copy
-import importlib.util
 import json
 import os.path as osp
 
@@ -18,29 +17,18 @@ from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 
-from mmext.apis.tta import apply_tta
-from mmext.errors import ConfigError
+from mmext.apis import test as test_tool
 from mmext.models.test_time_augs import views as tta_views
 from mmext.models.test_time_augs.fusion import (average_mask, fuse_nms,
                                                 fuse_wbf, merge_views)
 from mmext.models.test_time_augs.instance_seg_tta import InstanceSegTTAModel
 from mmext.models.test_time_augs.views import MaskCrop
-from tests.engine.det_tta_probe import TTAProbeDetector, write_probe_data
+from tests.models.test_time_augs.det_tta_probe import (TTAProbeDetector,
+                                                       write_probe_data)
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+REPO = osp.dirname(
+    osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 DET_1X = osp.join(REPO, 'configs/detection/dualvit_s_maskrcnn_1x.py')
-# the configs that list their bases (the B / S variants inherit these)
-DET_CONFIGS = [
-    osp.join(REPO, 'configs', name) for name in (
-        'detection/dualvit_s_maskrcnn_1x.py',
-        'detection/dualvit_s_maskrcnn_3x.py',
-        'detection/dualvit_s_cascade_maskrcnn_3x.py',
-        'detection/elsa_swin_t_maskrcnn_1x.py',
-        'detection/elsa_swin_t_maskrcnn_3x.py',
-        'detection/elsa_swin_t_cascade_maskrcnn_3x.py',
-        'detection/avit_t_maskrcnn_1x.py',
-        'demo/dualvit_tiny_maskrcnn_demo_12e.py')
-]
 
 
 def _views(cfg):
@@ -137,14 +125,6 @@ def test_dropping_the_flip_fails(det_cfg, probe_data):
         _check_known_answer(probe, preds)
 
 
-def _load_test_tool():
-    spec = importlib.util.spec_from_file_location(
-        'mmext_tool_test_det_tta', osp.join(REPO, 'tools', 'test.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_tools_test_tta_end_to_end(det_cfg, probe_data, tmp_path,
                                    monkeypatch):
     """``tools/test.py CONFIG CKPT --tta`` (in this process, to save the
@@ -153,7 +133,8 @@ def test_tools_test_tta_end_to_end(det_cfg, probe_data, tmp_path,
     root, ann_file = probe_data
     cfg = copy.deepcopy(det_cfg)
     cfg.custom_imports = dict(
-        imports=['mmext.models', 'tests.engine.det_tta_probe'],
+        imports=['mmext.models',
+                 'tests.models.test_time_augs.det_tta_probe'],
         allow_failed_imports=False)
     cfg.model = dict(type='TTAProbeDetector', ann_file=ann_file,
                      data_preprocessor=cfg.model.data_preprocessor)
@@ -170,7 +151,7 @@ def test_tools_test_tta_end_to_end(det_cfg, probe_data, tmp_path,
     monkeypatch.setenv('TTA_PROBE_LOG', log)
     monkeypatch.setenv('TTA_PROBE_VIEWS', json.dumps(_views(det_cfg)))
 
-    metrics = _load_test_tool().main(
+    metrics = test_tool.main(
         [cfg_path, ckpt, '--tta', '--work-dir', str(tmp_path / 'work')])
 
     seen = {}
@@ -183,37 +164,6 @@ def test_tools_test_tta_end_to_end(det_cfg, probe_data, tmp_path,
         assert views == set(_views(det_cfg)), name
     assert metrics['coco/bbox_mAP'] == 1.0
     assert metrics['coco/segm_mAP'] == 1.0
-
-
-# --------------------------------------------------------------------------
-# configs and the --tta dispatch
-# --------------------------------------------------------------------------
-@pytest.mark.parametrize('path', DET_CONFIGS,
-                         ids=lambda p: osp.relpath(p, REPO))
-def test_detection_configs_define_mask_tta(path):
-    cfg = Config.fromfile(path)
-    assert cfg.tta_model.type == 'mmext.InstanceSegTTAModel'
-    views = _views(cfg)
-    assert len(views) == 10 and len({f for _, f in views}) == 2
-    if '/demo/' not in path:
-        assert sorted({s for s, _ in views}) == [640, 720, 800, 880, 960]
-    pack = cfg.tta_pipeline[1].transforms[-1][0]
-    assert {'flip', 'flip_direction', 'ori_shape'} <= set(pack.meta_keys)
-    init_default_scope('mmdet')
-    from mmengine.dataset import Compose
-    Compose(copy.deepcopy(cfg.tta_pipeline))
-
-
-def test_apply_tta_wraps_the_model_and_refuses_mask_dropping(det_cfg):
-    cfg = copy.deepcopy(det_cfg)
-    apply_tta(cfg, 'x.py', 'mmdet')
-    assert cfg.model.type == 'mmext.InstanceSegTTAModel'
-    assert cfg.model.module.type == 'MaskRCNN'
-    assert cfg.test_dataloader.dataset.pipeline == det_cfg.tta_pipeline
-    cfg = copy.deepcopy(det_cfg)
-    cfg.tta_model = dict(type='DetTTAModel', tta_cfg=dict())
-    with pytest.raises(ConfigError, match='drops instance masks'):
-        apply_tta(cfg, 'x.py', 'mmdet')
 
 
 def test_bad_tta_cfg_is_a_clear_error():
