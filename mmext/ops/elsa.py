@@ -304,6 +304,34 @@ def _filter_pytorch(v, attn, ghost_add, ghost_mul, heads, kernel_size,
     return out.view(B, C, H, W)
 
 
+def _filter_traceable(v, attn, ghost_add, ghost_mul, heads, kernel_size,
+                      dilation):
+    """The filter as plain tensor ops for ``torch.export`` (ONNX): ``v``
+    zero-padded once, then one shifted slice per tap. The eager path clips
+    each tap's window with Python arithmetic on the map size, which a
+    traced graph would keep for the example's size only."""
+    B, C, H, W = v.shape
+    kk = kernel_size**2
+    r = (kernel_size // 2) * dilation
+    padded = F.pad(v, (r, r, r, r)).view(B, heads, C // heads, H + 2 * r,
+                                         W + 2 * r)
+    a = attn.view(B, heads, kk, H, W)
+    if ghost_mul is not None:
+        mul = ghost_mul.reshape(heads, C // heads, kk).to(v.dtype)
+    if ghost_add is None:
+        out = v.new_zeros(B, heads, C // heads, H, W)
+    else:
+        out = _depthwise(v, ghost_add, kernel_size,
+                         dilation).view(B, heads, C // heads, H, W)
+    for k in range(kk):
+        dy, dx = (k // kernel_size) * dilation, (k % kernel_size) * dilation
+        tap = a[:, :, k:k + 1]
+        if ghost_mul is not None:
+            tap = tap * mul[None, :, :, k, None, None]
+        out = out + padded[..., dy:dy + H, dx:dx + W] * tap
+    return out.view(B, C, H, W)
+
+
 def _attn_term_carafe(v, attn, heads, kernel_size):
     carafe, reason = _load_carafe()
     if carafe is None:
@@ -376,6 +404,9 @@ def elsa_filter(v: Tensor,
     # the attention term is computed outside the dispatcher on both paths
     # (the ghost term is a depthwise conv, which a MAC count sees)
     record_macs('elsa_filter', v.numel() * kernel_size**2)
+    if torch.compiler.is_exporting():
+        return _filter_traceable(v, attn, ghost_add, ghost_mul, heads,
+                                 kernel_size, dilation)
     # each output sums K * K products: float16 / bfloat16 inputs are
     # filtered in float32 (CARAFE's half kernel would sum in half) and the
     # result is returned in v's dtype

@@ -15,7 +15,6 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmengine.model import BaseModule, ModuleList
 from torch import Tensor
 
@@ -24,6 +23,7 @@ from ..layers.blocks import SwinBlock
 from ..layers.channel_shuffle import (ChannelShuffleMixin,
                                       learnable_rescale_keys)
 from ..layers.norm import build_norm
+from ..layers.padding import pad_to_multiple
 from .swin_like import SwinLikeBackbone, SwinLikeStage
 
 __all__ = ['ShuffleSwin', 'ShuffleSwinBlock', 'GroupPatchMerging']
@@ -77,10 +77,7 @@ class GroupPatchMerging(BaseModule):
                 ) -> Tuple[Tensor, Tuple[int, int]]:
         b, length, c = x.shape
         h, w = hw_shape
-        x = x.view(b, h, w, c)
-        if h % 2 or w % 2:
-            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
-            h, w = h + h % 2, w + w % 2
+        x, h, w = pad_to_multiple(x.view(b, h, w, c), 2)
         ho, wo = h // 2, w // 2
         # (b, row, dy, col, dx, group, c/2) -> (group, b, row, col, dx, dy,
         # c/2): one copy gathers both halves, each contiguous for its norm

@@ -112,7 +112,10 @@ class ConvFFN(nn.Module):
 
     def _band_rows(self, x: Tensor, hw: Tuple[int, int]) -> int:
         """Rows per band, or 0 to run the whole map at once."""
-        if torch.is_grad_enabled() or x.device.type != 'cpu':
+        # (an exported graph runs whole maps: the bands are Python loops over
+        # the example's height)
+        if torch.is_grad_enabled() or x.device.type != 'cpu' or \
+                torch.compiler.is_exporting():
             return 0
         height, width = hw
         bytes_per_row = x.shape[0] * width * self.fc1.out_features * \

@@ -20,6 +20,7 @@ from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor
 
 from mmext.utils.precision import full_precision, upcast
+from .padding import pad_to_multiple
 
 __all__ = ['WindowMSA', 'ShiftWindowMSA', 'relative_position_index']
 
@@ -200,17 +201,35 @@ class ShiftWindowMSA(BaseModule):
                                **msa_kwargs)
 
     def _shift_mask(self, hp: int, wp: int, device) -> Tensor:
+        """``(nW, N, N)`` mask: -100 between tokens of a window that came
+        from different regions of the rolled map. The region of a row
+        (column) is 0, 1 or 2 by its distance from the bottom (right)
+        border; comparisons keep the mask a function of the map size."""
         ws, s = self.window_size, self.shift_size
-        region = torch.zeros((1, hp, wp, 1), device=device)
-        cuts = (slice(0, -ws), slice(-ws, -s), slice(-s, None))
-        label = 0
-        for hs in cuts:
-            for wsl in cuts:
-                region[:, hs, wsl, :] = label
-                label += 1
+
+        def regions(size):
+            pos = torch.arange(size, device=device)
+            return (pos >= size - ws).long() + (pos >= size - s).long()
+
+        region = regions(hp)[:, None] * 3 + regions(wp)[None, :]
+        region = region.to(torch.float32)[None, :, :, None]
         region = _window_partition(region, (ws, ws)).squeeze(-1)  # nW, N
         diff = region.unsqueeze(1) - region.unsqueeze(2)
         return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.)
+
+    def _shift_for(self, h, w, device) -> Union[int, Tensor]:
+        """The shift of an ``h x w`` map: ``shift_size``, or 0 on a map no
+        larger than a window without ``pad_small_map``. Under
+        ``torch.export`` that choice is a boolean 0-d tensor (shift or
+        not), so that the graph makes it for each input instead of keeping
+        the example's."""
+        ws, s = self.window_size, self.shift_size
+        if self.pad_small_map or not s:
+            return s
+        if torch.compiler.is_exporting():
+            return torch.scalar_tensor(torch.sym_min(h, w),
+                                       device=device) > ws
+        return 0 if min(h, w) <= ws else s
 
     def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
         """``x``: ``(B, H * W, C)`` tokens of an ``H x W`` map."""
@@ -219,23 +238,24 @@ class ShiftWindowMSA(BaseModule):
         if length != h * w:
             raise ValueError(f'got {length} tokens for a {h}x{w} map')
         ws = self.window_size
-        x = x.view(b, h, w, c)
-        pad_b = (ws - h % ws) % ws
-        pad_r = (ws - w % ws) % ws
-        if pad_b or pad_r:  # F.pad copies even when it pads nothing
-            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        hp, wp = h + pad_b, w + pad_r
+        x, hp, wp = pad_to_multiple(x.view(b, h, w, c), ws)
+        shift = self._shift_for(h, w, x.device)
         mask = None
-        shift = self.shift_size
-        if not self.pad_small_map and min(h, w) <= ws:
-            shift = 0
-        if shift > 0:
+        if torch.is_tensor(shift):
+            # the graph's choice: rolled or not, the mask zeroed if not
+            s = self.shift_size
+            x = torch.where(shift, torch.roll(x, (-s, -s), (1, 2)), x)
+            mask = self._shift_mask(hp, wp, x.device) * shift
+        elif shift:
             x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
             mask = self._shift_mask(hp, wp, x.device)
         windows = _window_partition(x, (ws, ws))
         windows = self.w_msa(windows, mask=mask)
         x = _window_reverse(windows, (ws, ws), hp, wp)
-        if shift > 0:
+        if torch.is_tensor(shift):
+            s = self.shift_size
+            x = torch.where(shift, torch.roll(x, (s, s), (1, 2)), x)
+        elif shift:
             x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
         x = x[:, :h, :w, :]
         return x.reshape(b, h * w, c)
