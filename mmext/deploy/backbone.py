@@ -76,16 +76,23 @@ def probe_example(module: nn.Module, inputs: Sequence[Tensor]) -> list:
         for hook in hooks:
             hook.remove()
     height, width = inputs[0].shape[2:]
+    # name the stage that needs the largest export size, so that one retry
+    # at that size is enough
+    worst = None
     for name, attn, (h, w) in seen:
         ws = attn.window_size
         if min(h, w) <= ws:
-            stride = max(height // h, width // w, 1)
-            raise ExportError(
-                f'at {height}x{width} the window attention {name} sees a '
-                f'{h}x{w} map (one {ws}x{ws} window per side), and a graph '
-                'traced there breaks on larger maps: export at a size of at '
-                f'least {stride * (ws + 1)} pixels per side (--shape); the '
-                'graph still runs smaller inputs')
+            need = max(height // h, width // w, 1) * (ws + 1)
+            if worst is None or need > worst[0]:
+                worst = (need, name, h, w, ws)
+    if worst is not None:
+        need, name, h, w, ws = worst
+        raise ExportError(
+            f'at {height}x{width} the window attention {name} sees a '
+            f'{h}x{w} map (one {ws}x{ws} window per side), and a graph '
+            'traced there breaks on larger maps: export at a size of at '
+            f'least {need} pixels per side (--shape); the graph still runs '
+            'smaller inputs')
     return list(outs) if isinstance(outs, (tuple, list)) else [outs]
 
 
