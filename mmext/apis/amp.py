@@ -54,8 +54,8 @@ def amp_for_cpu(cfg: Config) -> None:
                   "'bfloat16' (CPU autocast)", logger='current')
         optim['dtype'] = 'bfloat16'
     print_log(
-        'no GPU: mixed precision runs as bfloat16 autocast on the CPU '
-        '(mmext.DeviceAmpOptimWrapper, no loss scaling; weights and '
+        'no GPU: mixed-precision training runs as bfloat16 autocast on the '
+        'CPU (mmext.DeviceAmpOptimWrapper, no loss scaling; weights and '
         "checkpoints stay float32; optim_wrapper.dtype='float32' turns it "
         'off)',
         logger='current')
