@@ -8,6 +8,7 @@ from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import \
     OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
+from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import Registry
 
 #: backbones, heads, necks, model wrappers and test-time-augmentation models
@@ -22,6 +23,12 @@ OPTIM_WRAPPER_CONSTRUCTORS = Registry(
     parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
     scope='mmext',
     locations=['mmext.engine.optim'])
+#: optimizer wrappers (mixed precision on every device)
+OPTIM_WRAPPERS = Registry(
+    'optim_wrapper',
+    parent=MMENGINE_OPTIM_WRAPPERS,
+    scope='mmext',
+    locations=['mmext.engine.amp'])
 #: training hooks
 HOOKS = Registry(
     'hook', parent=MMENGINE_HOOKS, scope='mmext', locations=['mmext.engine'])

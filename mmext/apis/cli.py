@@ -41,6 +41,12 @@ def tool_parser(task: str, work_dir_holds: str) -> argparse.ArgumentParser:
         default='none',
         help=f'job launcher (tools/dist_{task}.sh uses pytorch)')
     parser.add_argument(
+        '--skip-data-check',
+        action='store_true',
+        help='do not check the data set first (the quick check reads the '
+        'annotations and lists the image folders; tools/check_data.py '
+        'makes the full one)')
+    parser.add_argument(
         '--compile-backbone',
         nargs='?',
         const='auto',

@@ -18,6 +18,7 @@ from typing import Any, Iterable, List, Optional
 from mmengine.config import Config
 from mmengine.logging import print_log
 
+from mmext.datasets.checks import leaf_datasets as _iter_datasets
 from mmext.errors import ConfigError  # noqa: F401
 from mmext.utils.fileio import check_output_path, is_remote  # noqa: F401
 
@@ -305,18 +306,6 @@ _DEMO_HINT = ('This is the generated demo data: make it with '
               'made elsewhere with MMEXT_DEMO_DATA=/path/to/demo.')
 
 
-def _iter_datasets(ds_cfg: Any):
-    if not isinstance(ds_cfg, dict):
-        return
-    if 'dataset' in ds_cfg:
-        yield from _iter_datasets(ds_cfg['dataset'])
-    if isinstance(ds_cfg.get('datasets'), (list, tuple)):
-        for sub in ds_cfg['datasets']:
-            yield from _iter_datasets(sub)
-    if 'dataset' not in ds_cfg and 'datasets' not in ds_cfg:
-        yield ds_cfg
-
-
 def _hint(ds: dict, root: str) -> str:
     custom = os.environ.get('MMEXT_DEMO_DATA')
     if custom and str(root).startswith(custom):
@@ -477,4 +466,3 @@ def check_checkpoint(path: Optional[str], what: str = 'checkpoint') -> None:
                                         load_checkpoint_file)
     load_checkpoint_file(path, map_location='cpu',
                          mmap=is_complete_checkpoint(path))
-

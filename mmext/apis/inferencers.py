@@ -18,7 +18,8 @@ from mmengine.registry import DefaultScope
 from mmseg.apis import MMSegInferencer
 
 from mmext.errors import CorruptCheckpointError
-from mmext.utils.checkpoint import check_state_dict_fits, state_dict_from
+from mmext.utils.checkpoint import (check_finite_weights,
+                                    check_state_dict_fits, state_dict_from)
 from .config_check import config_task
 
 __all__ = ['StrictDetInferencer', 'StrictSegInferencer', 'build_inferencer',
@@ -30,7 +31,8 @@ def inference_state_dict(model: torch.nn.Module, checkpoint, path: str,
     """The one place where a checkpoint is checked before an inferencer
     loads it into ``model``: its state dict (``state_dict`` / ``model`` /
     ``state_dict_ema``, ``module.`` prefixes removed), which must have
-    exactly the model's keys and shapes unless ``strict=False``."""
+    exactly the model's keys and shapes unless ``strict=False``, and
+    only finite numbers."""
     try:
         state = state_dict_from(checkpoint)
     except ValueError as err:
@@ -41,7 +43,8 @@ def inference_state_dict(model: torch.nn.Module, checkpoint, path: str,
             'Give the checkpoint trained with this config (tools/train.py '
             'saves it in the work dir) or the config it was trained with; '
             '--allow-mismatch loads it anyway.')
-    # the check that refuses non-finite weights (issue 13) belongs here
+    # NaN / inf weights draw nothing meaningful, whatever ``strict`` says
+    check_finite_weights(state, f'checkpoint {path}')
     return state
 
 

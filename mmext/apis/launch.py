@@ -9,13 +9,16 @@ CUDA build of torch). The helpers here
   NCCL (through mmengine) when CUDA is available, gloo otherwise;
 * build the runner (:class:`mmext.engine.MMExtRunner`: SyncBN to BN where it
   cannot work, DDP without ``device_ids`` on CPU, crash-safe checkpoints);
-* adapt a config to the device: AMP falls back to fp32 without a GPU.
+* adapt a config to the device: without a GPU, AMP runs in bfloat16 on the
+  CPU (:mod:`mmext.apis.amp`) and distributed runs use gloo.
 """
 import contextlib
 import datetime
 import os
+import signal
 import subprocess
 import sys
+import threading
 from typing import Optional, Tuple
 
 import torch
@@ -25,10 +28,10 @@ from mmengine.dist import get_dist_info, init_dist, is_distributed
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
+from mmext.engine.preemption import EXIT_TERMINATED, install_sigterm_handler
 from mmext.errors import USER_ERRORS, ConfigError, LaunchError  # noqa: F401
-
-#: ``optim_wrapper`` keys that only :class:`AmpOptimWrapper` accepts.
-_AMP_ONLY_KEYS = ('loss_scale', 'dtype', 'use_fsdp')
+from mmext.errors import Terminated, worker_error_summary
+from .amp import amp_for_cpu
 
 
 def cuda_available() -> bool:
@@ -112,39 +115,17 @@ def init_distributed(launcher: str,
 def adapt_cfg_to_device(cfg: Config) -> None:
     """Device-dependent config changes, each announced in the log.
 
-    * Without CUDA, ``AmpOptimWrapper`` (which needs a GPU) becomes the plain
-      fp32 ``OptimWrapper``.
+    * Without CUDA, ``AmpOptimWrapper`` (which needs a GPU) becomes
+      bfloat16 autocast on the CPU (:func:`mmext.apis.amp.amp_for_cpu`).
     * Without CUDA, distributed runs use gloo.
     """
     if cuda_available():
         return
-    optim = cfg.get('optim_wrapper')
-    if optim is not None and optim.get('type') == 'AmpOptimWrapper':
-        optim['type'] = 'OptimWrapper'
-        for key in _AMP_ONLY_KEYS:
-            optim.pop(key, None)
-        print_log(
-            'AMP (AmpOptimWrapper) needs a GPU; no GPU found, so training '
-            'runs in fp32 with OptimWrapper.',
-            logger='current')
+    amp_for_cpu(cfg)
     env_cfg = cfg.setdefault('env_cfg', {})
     dist_cfg = env_cfg.setdefault('dist_cfg', {})
     if dist_cfg.get('backend', 'nccl') != 'gloo':
         dist_cfg['backend'] = 'gloo'
-
-
-def enable_amp(cfg: Config) -> None:
-    """``--amp``: mixed precision with dynamic loss scaling."""
-    optim = cfg.optim_wrapper
-    if optim.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
-        print_log('AMP is already enabled in the config.', logger='current')
-        return
-    if optim.get('type', 'OptimWrapper') != 'OptimWrapper':
-        raise ConfigError(
-            f'--amp only applies to OptimWrapper, but the config uses '
-            f'{optim.get("type")}')
-    optim['type'] = 'AmpOptimWrapper'
-    optim.setdefault('loss_scale', 'dynamic')
 
 
 def build_runner(cfg: Config) -> Runner:
@@ -155,10 +136,8 @@ def build_runner(cfg: Config) -> Runner:
         from mmengine.registry import RUNNERS
 
         from mmext.engine.compile import compile_backbone_hook
-        from mmext.engine.hooks import safe_checkpoint_cfg
-        hooks = cfg.setdefault('default_hooks', {})
-        hooks['checkpoint'] = safe_checkpoint_cfg(
-            hooks.get('checkpoint', dict(type='CheckpointHook', interval=1)))
+        from mmext.engine.hooks import mmext_default_hooks
+        cfg.default_hooks = mmext_default_hooks(cfg.get('default_hooks'))
         runner = RUNNERS.build(cfg)
         hook = compile_backbone_hook(cfg)  # MMExtRunner does this itself
         if hook is not None:
@@ -169,8 +148,9 @@ def build_runner(cfg: Config) -> Runner:
 
 
 def _log_traceback_to_file(exc: BaseException) -> Optional[str]:
-    """Write the traceback of ``exc`` to the current run's log file only
-    (not the terminal); returns the file, or None if no log file is open."""
+    """Write the traceback of ``exc`` (and the traceback it carries from a
+    DataLoader worker) to the current run's log file only (not the
+    terminal); returns the file, or None if no log file is open."""
     import logging
     import traceback
 
@@ -184,6 +164,8 @@ def _log_traceback_to_file(exc: BaseException) -> Optional[str]:
         return None
     text = ''.join(traceback.format_exception(type(exc), exc,
                                               exc.__traceback__))
+    if getattr(exc, 'detail', ''):
+        text += f'{exc.detail}\n'
     for handler in files:
         handler.stream.write(text)
         handler.flush()
@@ -198,7 +180,9 @@ def user_errors(prog: str, debug: bool = False, extra: tuple = ()):
     ``--debug``. Errors raised for a user's mistake (a bad file, key or
     option) carry the fix in their message; anything else is named by its
     type, with where to find the traceback. ``extra``: more exception types
-    that mean a user's mistake."""
+    that mean a user's mistake. SIGTERM (at any moment) ends the tool with
+    one line and exit status 143, Ctrl-C with 130."""
+    previous = _raise_on_sigterm()
     try:
         yield
     except KeyboardInterrupt:
@@ -206,6 +190,12 @@ def user_errors(prog: str, debug: bool = False, extra: tuple = ()):
             raise
         sys.stderr.write(f'{prog}: interrupted\n')
         raise SystemExit(130) from None
+    except Terminated as stop:
+        if debug:
+            raise
+        _log_traceback_to_file(stop)
+        sys.stderr.write(f'{prog}: {stop}\n')
+        raise SystemExit(EXIT_TERMINATED) from None
     except Exception as err:  # noqa: BLE001 - every failure, one line
         if debug:
             raise
@@ -214,7 +204,27 @@ def user_errors(prog: str, debug: bool = False, extra: tuple = ()):
         if not isinstance(err, USER_ERRORS + tuple(extra)):
             where = f'traceback in {log_file}' if log_file else \
                 'rerun with --debug for the traceback'
-            text = f'{type(err).__name__}: {text} ({where})'
+            # a DataLoader worker's error arrives as its whole traceback
+            original = worker_error_summary(str(err))
+            if original:
+                text = f'{original} (in a DataLoader worker; {where})'
+            else:
+                text = f'{type(err).__name__}: {text} ({where})'
         sys.stderr.write(f'{prog}: error: {text}\n')
         raise SystemExit(1) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
+
+def _raise_on_sigterm():
+    """Until a run installs its own handler (mmext.engine.PreemptionHook),
+    SIGTERM stops the tool as Ctrl-C does; returns the previous handler
+    (None outside the main thread, where no handler can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop():
+        raise Terminated('stopped by SIGTERM')
+
+    return install_sigterm_handler(stop)

@@ -1,5 +1,6 @@
 """``tools/test.py``: evaluate a checkpoint: COCO box/mask AP for detection
-configs, mIoU (with the per-class table) for segmentation configs.
+configs, mIoU (with the per-class table) for segmentation configs. A
+checkpoint that does not fit the model or holds NaN / inf is refused.
 
 Examples::
 
@@ -14,6 +15,7 @@ import os.path as osp
 from mmengine.config import Config
 from mmengine.logging import print_log
 
+from mmext.datasets.checks import check_before_run
 from mmext.utils.fileio import atomic_write
 from .cli import load_cfg, parse_tool_args, run_tool, tool_parser
 from .config_check import (ConfigError, check_checkpoint, check_data,
@@ -91,6 +93,9 @@ def setup_cfg(args):
     if args.show_dir:
         check_output_path(args.show_dir, '--show-dir', folder=True)
     check_data(cfg, ['test'])
+    if not args.skip_data_check:
+        check_before_run(cfg, ['test'],
+                         log=lambda msg: print_log(msg, logger='current'))
     return cfg, task
 
 
@@ -122,4 +127,3 @@ def _run(args):
                            tta=args.tta, metrics=metrics), f, indent=2,
                       default=float)
     return metrics
-

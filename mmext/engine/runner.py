@@ -8,11 +8,14 @@ from mmengine.registry import MODEL_WRAPPERS
 from mmengine.runner import Runner
 from torch import nn
 
-from mmext.utils.checkpoint import (check_state_dict_fits,
+from mmext.utils.checkpoint import (check_finite_weights,
+                                    check_state_dict_fits,
                                     load_checkpoint_file, resume_checkpoint,
                                     state_dict_from)
 from .compile import compile_backbone_hook
-from .hooks import safe_checkpoint_cfg
+from .data_errors import guard_pipelines
+from .hooks import mmext_default_hooks
+from .preemption import ignore_sigterm_in_workers
 
 
 def count_sync_bn(model: nn.Module) -> int:
@@ -28,7 +31,14 @@ class MMExtRunner(Runner):
       CPU, where synchronised BN cannot run; on CPU, DDP is built without
       ``device_ids`` (gloo).
     * mmengine's ``CheckpointHook`` is replaced by
-      :class:`~mmext.engine.hooks.SafeCheckpointHook` (same options).
+      :class:`~mmext.engine.hooks.SafeCheckpointHook` (same options), and
+      ``default_hooks`` gain ``nonfinite``
+      (:class:`~mmext.engine.nonfinite.NonFiniteCheckHook`) and
+      ``preemption`` (:class:`~mmext.engine.preemption.PreemptionHook`);
+      set one to None to leave it out.
+    * A sample that fails to load names its file
+      (:func:`~mmext.engine.data_errors.guard_pipelines`); DataLoader
+      workers ignore SIGTERM (the main process decides how to stop).
     * ``resume=True`` without a file takes the newest *complete* checkpoint
       of the work dir, says when there is none (and starts from scratch),
       and stops with one line when there are checkpoints but none is usable;
@@ -39,6 +49,8 @@ class MMExtRunner(Runner):
     * With ``strict_load = True`` (``tools/test.py``), ``load_from`` must
       fit the model exactly (keys and shapes), otherwise
       :class:`~mmext.utils.checkpoint.CheckpointMismatchError`.
+    * A checkpoint with NaN or inf weights is never loaded
+      (:class:`~mmext.utils.checkpoint.NonFiniteCheckpointError`).
     """
 
     #: refuse a ``load_from`` checkpoint that does not fit the model
@@ -51,11 +63,16 @@ class MMExtRunner(Runner):
             self.register_hook(hook)
 
     def register_default_hooks(self, hooks: Optional[dict] = None) -> None:
-        hooks = dict(hooks or {})
-        # mmengine adds CheckpointHook(interval=1) when none is configured
-        hooks['checkpoint'] = safe_checkpoint_cfg(
-            hooks.get('checkpoint', dict(type='CheckpointHook', interval=1)))
-        super().register_default_hooks(hooks)
+        super().register_default_hooks(mmext_default_hooks(hooks))
+
+    @staticmethod
+    def build_dataloader(dataloader, seed=None, diff_rank_seed=False):
+        loader = Runner.build_dataloader(dataloader, seed=seed,
+                                         diff_rank_seed=diff_rank_seed)
+        # before the loop starts the workers, which copy the dataset
+        guard_pipelines(loader.dataset)
+        ignore_sigterm_in_workers(loader)
+        return loader
 
     def load_or_resume(self) -> None:
         if self._has_loaded:
@@ -68,15 +85,16 @@ class MMExtRunner(Runner):
         return super().load_or_resume()
 
     def load_checkpoint(self, filename: str, *args, **kwargs):
+        # mapped, not read: the tensors are read once more by the real load,
+        # from the page cache
+        state = state_dict_from(
+            load_checkpoint_file(filename, map_location='cpu', mmap=True))
         if self.strict_load:
-            # mapped, not read: the tensors are read once, by the real load
-            state = state_dict_from(
-                load_checkpoint_file(filename, map_location='cpu',
-                                     mmap=True))
             check_state_dict_fits(
                 self.model, state, f'checkpoint {filename}',
                 'Is it a checkpoint of this config? (--allow-mismatch tests '
                 'it anyway)')
+        check_finite_weights(state, f'checkpoint {filename}')
         return super().load_checkpoint(filename, *args, **kwargs)
 
     def wrap_model(self, model_wrapper_cfg: Optional[dict],

@@ -44,16 +44,13 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from mmext.utils.complexity import record_macs
+from mmext.utils.precision import compute_dtype, full_precision
 
 __all__ = [
     'elsa_filter', 'elsa_filter_unfold', 'carafe_available', 'ELSA_IMPLS'
 ]
 
 ELSA_IMPLS = ('auto', 'carafe', 'pytorch')
-
-# dtypes mmcv's CARAFE CUDA kernel is compiled for.
-_CARAFE_DTYPES = (torch.float16, torch.float32, torch.float64)
-
 
 _BUILD_HINT = ('install an mmcv build with the compiled CUDA ops (mmcv '
                '2.x built with MMCV_WITH_OPS=1 and FORCE_CUDA=1, or a '
@@ -237,7 +234,14 @@ def shift_accumulate_backward(grad_out: Tensor, v: Tensor, attn: Tensor,
                               mul: Optional[Tensor], add: Optional[Tensor],
                               ks: int, dil: int, needs) -> Tuple:
     """Gradients of :func:`shift_accumulate` with respect to ``v, attn,
-    mul, add`` (None where ``needs`` says no, or the input is None)."""
+    mul, add`` (None where ``needs`` says no, or the input is None), in
+    the forward's dtype even if called under autocast."""
+    with full_precision(grad_out.device.type):
+        return _shift_accumulate_backward(grad_out, v, attn, mul, add, ks,
+                                          dil, needs)
+
+
+def _shift_accumulate_backward(grad_out, v, attn, mul, add, ks, dil, needs):
     need_v, need_a, need_m, need_add = needs
     grad_out = grad_out.contiguous()
     B, G, Cg, H, W = v.shape
@@ -323,21 +327,46 @@ def _filter_pytorch(v, attn, ghost_add, ghost_mul, heads, kernel_size,
     return out.view(B, C, H, W)
 
 
+def _filter_traceable(v, attn, ghost_add, ghost_mul, heads, kernel_size,
+                      dilation):
+    """The filter as plain tensor ops for ``torch.export`` (ONNX): ``v``
+    zero-padded once, then one shifted slice per tap. The eager path clips
+    each tap's window with Python arithmetic on the map size, which a
+    traced graph would keep for the example's size only."""
+    B, C, H, W = v.shape
+    kk = kernel_size**2
+    r = (kernel_size // 2) * dilation
+    padded = F.pad(v, (r, r, r, r)).view(B, heads, C // heads, H + 2 * r,
+                                         W + 2 * r)
+    a = attn.view(B, heads, kk, H, W)
+    if ghost_mul is not None:
+        mul = ghost_mul.reshape(heads, C // heads, kk).to(v.dtype)
+    if ghost_add is None:
+        out = v.new_zeros(B, heads, C // heads, H, W)
+    else:
+        out = _depthwise(v, ghost_add, kernel_size,
+                         dilation).view(B, heads, C // heads, H, W)
+    for k in range(kk):
+        dy, dx = (k // kernel_size) * dilation, (k % kernel_size) * dilation
+        tap = a[:, :, k:k + 1]
+        if ghost_mul is not None:
+            tap = tap * mul[None, :, :, k, None, None]
+        out = out + padded[..., dy:dy + H, dx:dx + W] * tap
+    return out.view(B, C, H, W)
+
+
 def _attn_term_carafe(v, attn, heads, kernel_size):
     carafe, reason = _load_carafe()
     if carafe is None:
         raise RuntimeError(f"impl='carafe' is unavailable: {reason}. Use "
                            "impl='pytorch' (or 'auto').")
     B, C, H, W = v.shape
-    dtype = v.dtype
-    work = dtype if dtype in _CARAFE_DTYPES else torch.float32
     # Heads go into the batch: one group of K*K masks per sample, so the
     # kernel's shared mask buffer (32 pixels x mask channels) stays small.
-    feats = v.to(work).reshape(B * heads, C // heads, H, W).contiguous()
-    masks = attn.to(work).reshape(B * heads, kernel_size**2, H,
-                                  W).contiguous()
+    feats = v.reshape(B * heads, C // heads, H, W).contiguous()
+    masks = attn.reshape(B * heads, kernel_size**2, H, W).contiguous()
     out = carafe(feats, masks, kernel_size, 1, 1)
-    return out.reshape(B, C, H, W).to(dtype)
+    return out.reshape(B, C, H, W)
 
 
 def _resolve_impl(impl: str, v: Tensor, ghost_mul, dilation) -> str:
@@ -395,11 +424,24 @@ def elsa_filter(v: Tensor,
     heads, _ = _check_inputs(v, attn, ghost_add, ghost_mul, kernel_size,
                              dilation)
     path = _resolve_impl(impl, v, ghost_mul, dilation)
-    if attn.dtype != v.dtype:
-        attn = attn.to(v.dtype)
     # the attention term is computed outside the dispatcher on both paths
     # (the ghost term is a depthwise conv, which a MAC count sees)
     record_macs('elsa_filter', v.numel() * kernel_size**2)
+    if torch.compiler.is_exporting():
+        return _filter_traceable(v, attn, ghost_add, ghost_mul, heads,
+                                 kernel_size, dilation)
+    # each output sums K * K products: float16 / bfloat16 inputs are
+    # filtered in float32 (CARAFE's half kernel would sum in half) and the
+    # result is returned in v's dtype
+    work = compute_dtype(v)
+    with full_precision(v.device.type):
+        out = _filter(v.to(work), attn.to(work), ghost_add, ghost_mul,
+                      heads, kernel_size, dilation, path)
+    return out.to(v.dtype)
+
+
+def _filter(v, attn, ghost_add, ghost_mul, heads, kernel_size, dilation,
+            path):
     if path == 'pytorch':
         return _filter_pytorch(v, attn, ghost_add, ghost_mul, heads,
                                kernel_size, dilation)

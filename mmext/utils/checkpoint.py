@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from mmext.errors import (CheckpointMismatchError,  # noqa: F401
-                          CorruptCheckpointError, NotResumableError,
-                          UntrustedCheckpointError)
+                          CorruptCheckpointError, NonFiniteCheckpointError,
+                          NotResumableError, UntrustedCheckpointError)
 
 _registered = False
 
@@ -311,6 +311,79 @@ def load_pretrained_strict(module: torch.nn.Module,
 
 
 # --------------------------------------------------------------------------
+# non-finite values
+# --------------------------------------------------------------------------
+def _named_float_tensors(tree, prefix: str = ''):
+    """``(name, tensor)`` of every floating-point tensor in a nested
+    structure of dicts, lists and tuples (a state dict, an optimizer's
+    state)."""
+    if torch.is_tensor(tree):
+        if tree.is_floating_point() and tree.numel():
+            yield prefix, tree
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _named_float_tensors(
+                value, f'{prefix}.{key}' if prefix else str(key))
+    elif isinstance(tree, (list, tuple)):
+        for i, value in enumerate(tree):
+            yield from _named_float_tensors(
+                value, f'{prefix}.{i}' if prefix else str(i))
+
+
+def nonfinite_tensors(tree) -> List[str]:
+    """Names of the floating-point tensors in ``tree`` (a state dict, an
+    optimizer state, any nesting of dicts and lists) that hold a NaN or an
+    inf, in order. One fused norm per tensor finds the candidates (a NaN or
+    an inf makes the norm non-finite); only those are checked element-wise,
+    since a norm of large finite values (fp16) can overflow too."""
+    named = list(_named_float_tensors(tree))
+    if not named:
+        return []
+    tensors = [t.detach() for _, t in named]
+    try:
+        norms = torch._foreach_norm(tensors)
+    except (RuntimeError, TypeError):  # a tensor type foreach cannot take
+        norms = None
+    suspects = range(len(tensors)) if norms is None else []
+    by_device: Dict = {}
+    for i, norm in enumerate(norms or ()):
+        by_device.setdefault(norm.device, []).append(i)
+    for indices in by_device.values():  # one synchronisation per device
+        finite = torch.isfinite(
+            torch.stack([norms[i].float() for i in indices])).tolist()
+        suspects += [i for i, ok in zip(indices, finite) if not ok]
+    return [named[i][0] for i in sorted(suspects)
+            if not bool(torch.isfinite(tensors[i]).all())]
+
+
+def nonfinite_report(tree, examples: int = 3) -> Optional[str]:
+    """``'2 of 245 tensors hold NaN or inf: a, b'`` for the non-finite
+    tensors of ``tree`` (see :func:`nonfinite_tensors`); None if all are
+    finite."""
+    names = nonfinite_tensors(tree)
+    if not names:
+        return None
+    total = sum(1 for _ in _named_float_tensors(tree))
+    shown = ', '.join(names[:examples])
+    more = f', ... ({len(names) - examples} more)' \
+        if len(names) > examples else ''
+    return f'{len(names)} of {total} tensors hold NaN or inf: {shown}{more}'
+
+
+def check_finite_weights(state: Dict, source: str,
+                         fix: str = 'It is the state of a diverged run: '
+                         'use an earlier checkpoint of that run.') -> None:
+    """Raise :class:`NonFiniteCheckpointError` (one line naming ``source``,
+    the count and the first tensors) if the state dict ``state`` holds NaN
+    or inf. The check every reader of weights makes: ``tools/test.py``,
+    resuming, the inferencers."""
+    report = nonfinite_report(state)
+    if report:
+        raise NonFiniteCheckpointError(
+            f'{source} has non-finite weights: {report}. {fix}')
+
+
+# --------------------------------------------------------------------------
 # resuming
 # --------------------------------------------------------------------------
 
@@ -344,6 +417,16 @@ def check_resumable(path: str) -> None:
             'from these weights with --cfg-options load_from=' + path)
 
 
+def read_last_checkpoint(work_dir: str) -> Optional[str]:
+    """The file that ``work_dir/last_checkpoint`` names (None if the
+    pointer is missing or empty); whether it is complete is not checked."""
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(pointer):
+        return None
+    with open(pointer) as f:
+        return f.read().strip() or None
+
+
 def find_resume_checkpoint(work_dir: str, log=None) -> Optional[str]:
     """The checkpoint that ``--resume`` (without a path) continues from.
 
@@ -356,10 +439,7 @@ def find_resume_checkpoint(work_dir: str, log=None) -> Optional[str]:
     """
     log = log or (lambda msg: None)
     pointer = osp.join(work_dir, 'last_checkpoint')
-    named = None
-    if osp.isfile(pointer):
-        with open(pointer) as f:
-            named = f.read().strip() or None
+    named = read_last_checkpoint(work_dir)
     if named and osp.isfile(named) and is_complete_checkpoint(named):
         return named
     candidates = []

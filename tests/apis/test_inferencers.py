@@ -9,7 +9,7 @@ import torch
 
 from mmext.apis.inferencers import (StrictDetInferencer, StrictSegInferencer,
                                     config_metainfo)
-from mmext.errors import CheckpointMismatchError
+from mmext.errors import CheckpointMismatchError, NonFiniteCheckpointError
 from tests.tiny_configs import (CONFIGS, REPO, build_model, save_checkpoint,
                                 tiny_config)
 
@@ -117,3 +117,17 @@ def test_strict_inferencer_refuses_weights_of_another_model(tmp_path):
     # only; strict=False does the same
     loose = StrictSegInferencer(cfg, ckpt, device='cpu', strict=False)
     assert loose.model.decode_head.conv_seg.in_channels == 16
+
+
+def test_strict_inferencer_refuses_nonfinite_weights(tmp_path):
+    cfg = tiny_config(ADE_CONFIG)
+    model = build_model(cfg)
+    with torch.no_grad():
+        model.decode_head.conv_seg.weight[0, 0] = float('inf')
+    ckpt = save_checkpoint(model, tmp_path / 'inf.pth')
+    for strict in (True, False):  # never drawn with, whatever strict says
+        with pytest.raises(NonFiniteCheckpointError,
+                           match=f'^checkpoint {ckpt} has non-finite weights'
+                           r': 1 of \d+ tensors hold NaN or inf: '
+                           'decode_head.conv_seg.weight'):
+            StrictSegInferencer(cfg, ckpt, device='cpu', strict=strict)

@@ -188,6 +188,7 @@ def test_bad_shapes():
         elsa_filter(v.long(), attn, ga, kernel_size=3)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not CUDA_OK, reason=f'CARAFE path unavailable: '
                     f'{CUDA_REASON}')
 @pytest.mark.parametrize('shape', [(2, 3, 32, 17, 23), (1, 4, 16, 9, 8)])

@@ -13,6 +13,10 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DET_DEMO = osp.join(REPO, 'configs/demo/dualvit_tiny_maskrcnn_demo_12e.py')
 SEG_DEMO = osp.join(REPO, 'configs/demo/dualvit_tiny_upernet_demo_400i.py')
 PROBE_DIR = osp.dirname(osp.abspath(__file__))
+#: the demo configs train with AMP (bfloat16 on a CPU); the pipeline tests
+#: check the tools, not precision, and train in float32
+#: (tests/apis/test_amp.py trains in bfloat16)
+FP32 = 'float32'
 
 
 def tool_env(extra=None):
@@ -76,6 +80,7 @@ def tiny_det_cfg(demo_root, work_dir, **extra) -> str:
     cfg.default_hooks.logger.interval = 1
     cfg.default_hooks.checkpoint.interval = 1
     cfg.default_hooks.checkpoint.max_keep_ckpts = 3
+    cfg.optim_wrapper.dtype = FP32
     cfg.merge_from_dict(extra)
     path = osp.join(work_dir, 'tiny_det.py')
     os.makedirs(work_dir, exist_ok=True)
@@ -111,6 +116,7 @@ def tiny_seg_cfg(demo_root, work_dir, crop=64, iters=2, test_scale=(512, 96),
     cfg.default_hooks.logger.interval = 1
     cfg.default_hooks.checkpoint.interval = max(1, iters // 2)
     cfg.default_hooks.checkpoint.max_keep_ckpts = 3
+    cfg.optim_wrapper.dtype = FP32
     cfg.merge_from_dict(extra)
     path = osp.join(work_dir, 'tiny_seg.py')
     os.makedirs(work_dir, exist_ok=True)

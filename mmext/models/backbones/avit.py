@@ -25,12 +25,12 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn import build_norm_layer
 from torch import Tensor
 
 from mmext.models.layers import (PreNormBlock, SelfAttention, attend,
-                                 maybe_checkpoint, split_heads)
+                                 build_norm, maybe_checkpoint, split_heads)
 from mmext.registry import MODELS
+from mmext.utils.precision import compute_dtype, upcast
 from .plain_vit import PlainViTBackbone
 
 __all__ = ['AViT', 'HaltingBlock', 'halting_prior']
@@ -234,7 +234,7 @@ class AViT(PlainViTBackbone):
         self.blocks = nn.ModuleList(
             HaltingBlock(dims, settings['num_heads'], drop_path_rate=r)
             for r in rates)
-        self.norm = build_norm_layer(dict(type='LN', eps=1e-6), dims)[1]
+        self.norm = build_norm(dict(type='LN', eps=1e-6), dims)
         #: what the last forward recorded (depths; in the masked form also
         #: the ponder cost and per-block scores the losses need)
         self.halting_state: Optional[Dict] = None
@@ -242,7 +242,10 @@ class AViT(PlainViTBackbone):
 
     # -- forward -----------------------------------------------------------
     def halting_score(self, y: Tensor) -> Tensor:
-        return torch.sigmoid(y[..., 0] * self.gate_scale - self.gate_center)
+        # float32 under mixed precision: the scores are summed and compared
+        # with 1 - eps (0.99 is 0.98828125 in bfloat16)
+        return torch.sigmoid(
+            upcast(y[..., 0]) * self.gate_scale - self.gate_center)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         tokens, hw = self.embed(x, self.with_cls_token)
@@ -260,12 +263,14 @@ class AViT(PlainViTBackbone):
         b, n, _ = x.shape
         last = len(self.blocks) - 1
         threshold = 1 - self.halting_eps
-        keep = x.new_ones(b, n)  # 1: still running
-        cum = x.new_zeros(b, n)
-        remainder = x.new_ones(b, n)
-        rho = x.new_zeros(b, n)
-        depth = x.new_ones(b, n)
-        out = x.new_zeros(x.shape)
+        # halting state and the mean-field sum in float32 at least
+        acc = dict(dtype=compute_dtype(x), device=x.device)
+        keep = torch.ones(b, n, **acc)  # 1: still running
+        cum = torch.zeros(b, n, **acc)
+        remainder = torch.ones(b, n, **acc)
+        rho = torch.zeros(b, n, **acc)
+        depth = torch.ones(b, n, **acc)
+        out = torch.zeros(x.shape, **acc)
         scores, outs = [], []
         for i, block in enumerate(self.blocks):
             # halted tokens enter as zeros; the gradient passes as if they
@@ -281,8 +286,8 @@ class AViT(PlainViTBackbone):
                 h = torch.ones_like(h)
             cum = cum + h
             rho = rho + keep
-            reached = (cum > threshold).to(x.dtype) * keep
-            running = (cum < threshold).to(x.dtype)
+            reached = (cum > threshold).to(cum.dtype) * keep
+            running = (cum < threshold).to(cum.dtype)
             # exactly one of the two weights is non-zero for a running token
             out = out + y * keep[..., None] * (remainder * reached +
                                                h * running)[..., None]
@@ -304,10 +309,11 @@ class AViT(PlainViTBackbone):
         threshold = 1 - self.halting_eps
         idx = torch.arange(b * n, device=x.device)  # running, image-major
         x = x.reshape(b * n, c)
-        cum = x.new_zeros(b * n)
-        remainder = x.new_ones(b * n)
-        depth = x.new_zeros(b * n)
-        out = x.new_zeros(b * n, c)
+        acc = dict(dtype=compute_dtype(x), device=x.device)
+        cum = torch.zeros(b * n, **acc)
+        remainder = torch.ones(b * n, **acc)
+        depth = torch.zeros(b * n, **acc)
+        out = torch.zeros(b * n, c, **acc)
         outs = []
         for i, block in enumerate(self.blocks):
             if idx.numel():

@@ -30,12 +30,12 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..layers.norm import build_norm
 from ..layers.tokens import tokens_to_map
 
 #: kinds of :attr:`BaseBackbone.layer_depth_rules`
@@ -215,8 +215,7 @@ class BaseBackbone(BaseModule):
     def add_out_norms(self, channels: Sequence[int], norm_cfg: dict) -> None:
         """Register ``norm{i}`` (``channels[i]`` wide) for each out index."""
         for i in self.out_indices:
-            self.add_module(f'norm{i}',
-                            build_norm_layer(norm_cfg, channels[i])[1])
+            self.add_module(f'norm{i}', build_norm(norm_cfg, channels[i]))
 
     def to_output(self, index: int, tokens: Tensor, hw: Tuple[int,
                                                               int]) -> Tensor:

@@ -22,14 +22,14 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn import build_norm_layer
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmext.registry import MODELS
-from ..layers import (MLP, ConvFFN, SelfAttention, attend, map_to_tokens,
-                      maybe_checkpoint, scaled_residual, split_heads,
+from ..layers import (MLP, ConvFFN, LayerNorm, SelfAttention, attend,
+                      build_norm, map_to_tokens, maybe_checkpoint,
+                      scaled_residual, softmax, split_heads,
                       to_channels_last, tokens_to_map)
 from .base import BaseBackbone
 
@@ -60,7 +60,7 @@ class ConvNormAct(nn.Sequential):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
                               kernel_size // 2, bias=False)
-        self.norm = build_norm_layer(norm_cfg, out_channels)[1]
+        self.norm = build_norm(norm_cfg, out_channels)
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -91,7 +91,7 @@ class DualViTStem(nn.Module):
             ConvNormAct(stem_width, stem_width, 3, 1, norm_cfg),
             ConvNormAct(stem_width, stem_width, 3, 1, norm_cfg))
         self.proj = nn.Conv2d(stem_width, embed_dims, 3, 2, 1)
-        self.norm = nn.LayerNorm(embed_dims, eps=INNER_LN_EPS)
+        self.norm = LayerNorm(embed_dims, eps=INNER_LN_EPS)
 
     def forward(self, x: Tensor):
         x = self.proj(self.convs(to_channels_last(x)))
@@ -109,7 +109,7 @@ class TokenDownsample(nn.Module):
     def __init__(self, in_dims: int, out_dims: int):
         super().__init__()
         self.proj = nn.Conv2d(in_dims, out_dims, 3, 2, 1)
-        self.norm = nn.LayerNorm(out_dims, eps=INNER_LN_EPS)
+        self.norm = LayerNorm(out_dims, eps=INNER_LN_EPS)
 
     def forward(self, x: Tensor, hw: Tuple[int, int]):
         x = self.proj(tokens_to_map(x, hw))
@@ -133,11 +133,11 @@ class SemanticQueryInit(nn.Module):
         super().__init__()
         self.queries = nn.Parameter(
             torch.zeros(math.prod(NUM_SEMANTIC_QUERIES), embed_dims))
-        self.query_norm = nn.LayerNorm(embed_dims, eps=INNER_LN_EPS)
+        self.query_norm = LayerNorm(embed_dims, eps=INNER_LN_EPS)
         self.query_proj = nn.Linear(embed_dims, embed_dims)
         self.kv = nn.Linear(embed_dims, 2 * embed_dims)
         self.gate = MLP(embed_dims, embed_dims, nn.ReLU, 2 * embed_dims)
-        self.norm = nn.LayerNorm(embed_dims, eps=INNER_LN_EPS)
+        self.norm = LayerNorm(embed_dims, eps=INNER_LN_EPS)
 
     def forward(self, x: Tensor, hw: Tuple[int, int]) -> Tensor:
         if min(hw) < SEMANTIC_POOL:
@@ -159,7 +159,7 @@ class SemanticQueryInit(nn.Module):
         gathered = attend(queries.expand(b, -1, -1)[:, None], k, v)
 
         weights = self.gate((gathered + pooled).mean(1)).view(b, 2, 1, c)
-        weights = weights.softmax(1)
+        weights = softmax(weights, 1)
         return self.norm(gathered * weights[:, 0] + pooled * weights[:, 1])
 
 
@@ -169,7 +169,7 @@ class SemanticEmbed(nn.Sequential):
     def __init__(self, in_dims: int, out_dims: int):
         super().__init__()
         self.proj = nn.Linear(in_dims, out_dims)
-        self.norm = nn.LayerNorm(out_dims, eps=INNER_LN_EPS)
+        self.norm = LayerNorm(out_dims, eps=INNER_LN_EPS)
 
 
 class DualAttention(nn.Module):
@@ -196,7 +196,7 @@ class DualAttention(nn.Module):
         self.proj = nn.Linear(embed_dims, embed_dims)
 
         def ln():
-            return nn.LayerNorm(embed_dims, eps=INNER_LN_EPS)
+            return LayerNorm(embed_dims, eps=INNER_LN_EPS)
 
         self.sem_self_norm = ln()
         self.sem_self_qkv = nn.Linear(embed_dims, 3 * embed_dims)
@@ -239,12 +239,12 @@ class DualBlock(nn.Module):
                  with_cp: bool = False):
         super().__init__()
         self.drop_path = drop_path
-        self.norm1 = nn.LayerNorm(embed_dims, eps=BLOCK_LN_EPS)
+        self.norm1 = LayerNorm(embed_dims, eps=BLOCK_LN_EPS)
         self.attn = DualAttention(embed_dims, num_heads, drop_path,
                                   layer_scale_init)
         self.gamma1 = nn.Parameter(torch.full((embed_dims, ),
                                               layer_scale_init))
-        self.norm2 = nn.LayerNorm(embed_dims, eps=BLOCK_LN_EPS)
+        self.norm2 = LayerNorm(embed_dims, eps=BLOCK_LN_EPS)
         self.ffn = ConvFFN(embed_dims, int(embed_dims * mlp_ratio),
                            recompute_hidden=not with_cp)
         self.gamma2 = nn.Parameter(torch.full((embed_dims, ),
@@ -273,11 +273,11 @@ class MergeBlock(nn.Module):
                  semantic_ffn: bool = True, with_cp: bool = False):
         super().__init__()
         self.drop_path = drop_path
-        self.norm1 = nn.LayerNorm(embed_dims, eps=BLOCK_LN_EPS)
+        self.norm1 = LayerNorm(embed_dims, eps=BLOCK_LN_EPS)
         self.attn = SelfAttention(embed_dims, num_heads)
         self.gamma1 = nn.Parameter(torch.full((embed_dims, ),
                                               layer_scale_init))
-        self.norm2 = nn.LayerNorm(embed_dims, eps=BLOCK_LN_EPS)
+        self.norm2 = LayerNorm(embed_dims, eps=BLOCK_LN_EPS)
         self.ffn = ConvFFN(embed_dims, int(embed_dims * mlp_ratio),
                            recompute_hidden=not with_cp)
         self.semantic_ffn = MLP(embed_dims, 2 * embed_dims) \
@@ -517,7 +517,7 @@ class DualViT(BaseBackbone):
                               with_cp=self.with_cp))
 
         def ln():
-            return nn.LayerNorm(dims, eps=BLOCK_LN_EPS)
+            return LayerNorm(dims, eps=BLOCK_LN_EPS)
 
         norm = ln() if (not last or self.out_type == 'featmap') else None
         semantic_norm = ln() if not last else None

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from mmext.ops import ELSA_IMPLS, elsa_filter
 from mmext.registry import MODELS
-from ..layers import PreNormBlock, SwinBlock
+from ..layers import PreNormBlock, SwinBlock, fp32_norm, softmax
 from ..layers.padding import use_corner_pad
 from .swin_like import SwinLikeBackbone, SwinLikeStage
 
@@ -129,7 +129,8 @@ class ELSAttention(BaseModule):
         q, k, v = torch.split(qkv, (self.dim_qk, self.dim_qk, self.embed_dims),
                               dim=1)
         attn = self.attn_gen(q * k * self.scale)
-        attn = attn.view(b, self.num_heads, ks2, h, w).softmax(dim=2)
+        # normalised over the taps in float32 (the filter sums in it too)
+        attn = softmax(attn.view(b, self.num_heads, ks2, h, w), dim=2)
         attn = self.attn_drop(attn).view(b, self.num_heads * ks2, h, w)
         ghost_mul = None if self.ghost_mul is None else \
             self.ghost_mul ** self.lam
@@ -244,13 +245,12 @@ class ELSASwin(SwinLikeBackbone):
                       drop_path_rate=rate,
                       **self.block_cfg) for rate in drop_path_rates
         ]
-        return SwinLikeStage(
-            blocks,
-            use_corner_pad(
-                PatchMerging(in_channels=dims,
-                             out_channels=2 * dims,
-                             kernel_size=2,
-                             stride=2,
-                             padding='corner',
-                             norm_cfg=self.norm_cfg,
-                             bias=False)))
+        merging = PatchMerging(in_channels=dims,
+                               out_channels=2 * dims,
+                               kernel_size=2,
+                               stride=2,
+                               padding='corner',
+                               norm_cfg=self.norm_cfg,
+                               bias=False)
+        merging.norm = fp32_norm(merging.norm)
+        return SwinLikeStage(blocks, use_corner_pad(merging))

@@ -15,8 +15,6 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule, ModuleList
 from torch import Tensor
 
@@ -24,7 +22,8 @@ from mmext.registry import MODELS
 from ..layers.blocks import SwinBlock
 from ..layers.channel_shuffle import (ChannelShuffleMixin,
                                       learnable_rescale_keys)
-from ..layers.padding import pad_needed, padded_size
+from ..layers.norm import build_norm
+from ..layers.padding import pad_to_multiple
 from .swin_like import SwinLikeBackbone, SwinLikeStage
 
 __all__ = ['ShuffleSwin', 'ShuffleSwinBlock', 'GroupPatchMerging']
@@ -70,7 +69,7 @@ class GroupPatchMerging(BaseModule):
         self.in_channels = in_channels
         gathered = 2 * in_channels  # 4 neighbours x C/2
         self.norms = ModuleList(
-            [build_norm_layer(norm_cfg, gathered)[1] for _ in range(2)])
+            [build_norm(norm_cfg, gathered) for _ in range(2)])
         self.reductions = ModuleList(
             [nn.Linear(gathered, in_channels, bias=False) for _ in range(2)])
 
@@ -78,11 +77,8 @@ class GroupPatchMerging(BaseModule):
                 ) -> Tuple[Tensor, Tuple[int, int]]:
         b, length, c = x.shape
         h, w = hw_shape
-        x = x.view(b, h, w, c)
-        hp, wp = padded_size(h, 2), padded_size(w, 2)
-        if pad_needed(hp - h, wp - w):
-            x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
-        ho, wo = hp // 2, wp // 2
+        x, h, w = pad_to_multiple(x.view(b, h, w, c), 2)
+        ho, wo = h // 2, w // 2
         # (b, row, dy, col, dx, group, c/2) -> (group, b, row, col, dx, dy,
         # c/2): one copy gathers both halves, each contiguous for its norm
         x = x.view(b, ho, 2, wo, 2, 2, c // 2).permute(5, 0, 1, 3, 4, 2, 6)

@@ -18,15 +18,16 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmengine.model import ModuleList
 from torch import Tensor
 
 from mmext.registry import MODELS
+from mmext.utils.precision import layer_norm
 from ..layers.attention import SelfAttention
 from ..layers.blocks import PreNormBlock
 from ..layers.channel_shuffle import (ChannelShuffleMixin, channel_shuffle,
                                       learnable_rescale_keys)
+from ..layers.norm import LayerNorm
 from .plain_vit import PlainViTBackbone
 
 __all__ = ['ShuffleViT', 'ShuffleViTBlock']
@@ -120,7 +121,7 @@ class ShuffleViT(PlainViTBackbone):
         self.out_type = self.check_out_type(out_type)
         s = self.arch_settings
         self.build_embeddings(in_channels, img_size)
-        self.embed_norm = nn.LayerNorm(self.embed_dims)
+        self.embed_norm = LayerNorm(self.embed_dims)
         self.drop_after_pos = nn.Dropout(p=drop_rate)
 
         dpr = torch.linspace(0, drop_path_rate, s['depth'],
@@ -137,7 +138,7 @@ class ShuffleViT(PlainViTBackbone):
                 norm_cfg=norm_cfg,
                 with_cp=with_cp) for i in range(s['depth'])
         ])
-        self.shared_norm = nn.LayerNorm(self.embed_dims)
+        self.shared_norm = LayerNorm(self.embed_dims)
         if out_type == 'featmap':
             self.add_out_norms(self.stage_channels(), dict(type='LN'))
         self.freeze_stages()
@@ -161,9 +162,9 @@ class ShuffleViT(PlainViTBackbone):
         norm's statistics do not depend on the channel order, so its affine
         parameters are shuffled instead of the activations."""
         norm = self.shared_norm
-        return F.layer_norm(x, norm.normalized_shape,
-                            channel_shuffle(norm.weight),
-                            channel_shuffle(norm.bias), norm.eps)
+        return layer_norm(x, norm.normalized_shape,
+                          channel_shuffle(norm.weight),
+                          channel_shuffle(norm.bias), norm.eps)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         x, hw_shape = self.embed(x)

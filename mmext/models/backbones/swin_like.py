@@ -32,7 +32,9 @@ class SwinLikeStage(BaseModule):
         if self.downsample is None:
             return x, hw_shape, x, hw_shape
         x_down, down_shape = self.downsample(x, hw_shape)
-        return x_down, down_shape, x, hw_shape
+        # the merged tokens (a linear layer's output, half precision under
+        # autocast) rejoin the token stream in its dtype (float32)
+        return x_down.to(x.dtype), down_shape, x, hw_shape
 
 
 class SwinLikeBackbone(BaseBackbone):

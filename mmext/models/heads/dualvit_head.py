@@ -8,7 +8,7 @@ from mmpretrain.models.heads import ClsHead
 from torch import Tensor
 
 from mmext.registry import MODELS
-from ..layers import MLP, attend, split_heads
+from ..layers import MLP, LayerNorm, attend, split_heads
 
 
 class ClassAttentionBlock(nn.Module):
@@ -20,11 +20,11 @@ class ClassAttentionBlock(nn.Module):
                  norm_eps: float):
         super().__init__()
         self.num_heads = num_heads
-        self.norm1 = nn.LayerNorm(embed_dims, eps=norm_eps)
+        self.norm1 = LayerNorm(embed_dims, eps=norm_eps)
         self.q = nn.Linear(embed_dims, embed_dims)
         self.kv = nn.Linear(embed_dims, 2 * embed_dims)
         self.proj = nn.Linear(embed_dims, embed_dims)
-        self.norm2 = nn.LayerNorm(embed_dims, eps=norm_eps)
+        self.norm2 = LayerNorm(embed_dims, eps=norm_eps)
         self.ffn = MLP(embed_dims, int(embed_dims * mlp_ratio))
 
     def forward(self, tokens: Tensor) -> Tensor:
@@ -74,7 +74,7 @@ class DualViTClsHead(ClsHead):
         self.aux_weight = aux_weight
         self.cls_block = ClassAttentionBlock(in_channels, num_heads,
                                              mlp_ratio, norm_eps)
-        self.norm = nn.LayerNorm(in_channels, eps=norm_eps)
+        self.norm = LayerNorm(in_channels, eps=norm_eps)
         self.fc = nn.Linear(in_channels, num_classes)
         self.aux_fc = nn.Linear(in_channels, num_classes)
 

@@ -5,7 +5,8 @@ from .channel_shuffle import ChannelShuffleMixin, channel_shuffle
 from .checkpoint import maybe_checkpoint
 from .ffn import MLP, ConvFFN
 from .pos_embed import resize_pos_embed
-from .norm import LayerNorm2d
+from mmext.utils.precision import layer_norm, softmax, upcast
+from .norm import LayerNorm, LayerNorm2d, build_norm, fp32_norm
 from .residual import scaled_residual
 from .tokens import (build_patch_embed, map_to_tokens, to_channels_last,
                      tokens_to_map)
@@ -15,7 +16,9 @@ from .window_attention import (ShiftWindowMSA, WindowMSA,
 __all__ = [
     'SelfAttention', 'attend', 'merge_heads', 'split_heads', 'PreNormBlock',
     'ChannelShuffleMixin', 'channel_shuffle', 'SwinBlock', 'build_ffn',
-    'maybe_checkpoint', 'MLP', 'ConvFFN', 'LayerNorm2d', 'resize_pos_embed',
+    'maybe_checkpoint', 'MLP', 'ConvFFN', 'LayerNorm', 'LayerNorm2d',
+    'build_norm', 'fp32_norm', 'layer_norm', 'softmax', 'upcast',
+    'resize_pos_embed',
     'scaled_residual', 'map_to_tokens', 'to_channels_last', 'tokens_to_map',
     'build_patch_embed', 'ShiftWindowMSA', 'WindowMSA',
     'relative_position_index'

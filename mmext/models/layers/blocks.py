@@ -2,13 +2,13 @@
 from typing import Optional, Tuple
 
 import torch.nn as nn
-from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks.drop import build_dropout
 from mmcv.cnn.bricks.transformer import FFN
 from mmengine.model import BaseModule
 from torch import Tensor
 
 from .checkpoint import maybe_checkpoint
+from .norm import build_norm
 from .window_attention import ShiftWindowMSA
 
 
@@ -49,11 +49,11 @@ class PreNormBlock(BaseModule):
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.with_cp = with_cp
-        self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
+        self.norm1 = build_norm(norm_cfg, embed_dims)
         self.attn = attn
         self.drop_path = build_dropout(
             dict(type='DropPath', drop_prob=drop_path_rate))
-        self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
+        self.norm2 = build_norm(norm_cfg, embed_dims)
         self.ffn = build_ffn(embed_dims, drop_path_rate=drop_path_rate,
                              **(ffn_cfg or {}))
 

@@ -111,8 +111,9 @@ class ConvFFN(nn.Module):
         return map_to_tokens(self.dwconv(tokens_to_map(self.fc1(x), hw)))
 
     def _band_rows(self, x: Tensor, hw: Tuple[int, int]) -> int:
-        """Rows per band, or 0 to run the whole map at once (also while
-        compiling: the band loop would fix the map height in the graph)."""
+        """Rows per band, or 0 to run the whole map at once."""
+        # (a compiled or exported graph runs whole maps: the bands are a
+        # Python loop over the height, which a graph would fix)
         if torch.is_grad_enabled() or x.device.type != 'cpu' or \
                 torch.compiler.is_compiling():
             return 0

@@ -1,15 +1,15 @@
 """Zero padding of maps to a multiple of a window, patch or merge size,
-written so that ``torch.compile(dynamic=True)`` traces one graph for every
-input size.
+written so that a traced graph (``torch.export``, and ``torch.compile``
+with dynamic shapes) stays general over input sizes.
 
-Two things would otherwise make a compiled backbone recompile for new
-sizes: a Python ``if`` on whether a size is divisible (a guard on
-``h % k == 0``), and sizes written as ``h + (k - h % k) % k``, which the
-symbolic-shape engine cannot simplify when a later ``view`` splits them
-(slow to trace, and more guards). Here the padded size is the product
-``ceil(h / k) * k`` and, while compiling, the pad always runs (a zero pad
-is a no-op that the compiler fuses into the next copy). Eager mode pads
-only when something is padded, as before (``F.pad`` copies even then).
+Eager code may skip a pad of nothing (``F.pad`` copies even then). A graph
+must not: traced by ``torch.export``, the skip would be decided by the
+example's size and baked in for every size; under ``torch.compile`` it is
+a guard on the size's divisibility, a recompile for each other case. So
+while compiling or exporting the pad always runs (a zero pad is a no-op
+the compiler fuses into the next copy), and the padded size is written as
+the product ``ceil(h / k) * k``: a symbolic size the shape engine can split
+again without new guards (``h + (k - h % k) % k`` it cannot simplify).
 """
 from typing import Tuple
 
@@ -19,18 +19,33 @@ import torch.nn.functional as F
 from mmcv.cnn.bricks.transformer import AdaptivePadding
 from torch import Tensor
 
-__all__ = ['padded_size', 'pad_needed', 'CornerPad', 'use_corner_pad']
+__all__ = [
+    'padded_size', 'pad_needed', 'pad_to_multiple', 'CornerPad',
+    'use_corner_pad'
+]
 
 
-def padded_size(size: int, multiple: int) -> int:
-    """The smallest multiple of ``multiple`` that is ``>= size``."""
+def padded_size(size, multiple: int):
+    """``size`` rounded up to a multiple of ``multiple``; written as a
+    ceiling so that a symbolic size stays provably divisible."""
     return (size + multiple - 1) // multiple * multiple
 
 
-def pad_needed(*pads: int) -> bool:
-    """Whether to call ``F.pad`` for these pad widths (see the module
-    docstring: always while compiling)."""
+def pad_needed(*pads) -> bool:
+    """Whether to call ``F.pad`` for these pad widths: always while
+    compiling or exporting, else only if one is positive."""
     return torch.compiler.is_compiling() or any(p > 0 for p in pads)
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> Tuple[Tensor, int, int]:
+    """Zero-pad the bottom/right of a ``(B, H, W, C)`` map so that H and W
+    are multiples of ``multiple``; returns the map and its new ``(H, W)``.
+    """
+    h, w = x.shape[1], x.shape[2]
+    hp, wp = padded_size(h, multiple), padded_size(w, multiple)
+    if pad_needed(hp - h, wp - w):
+        x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
+    return x, hp, wp
 
 
 class CornerPad(nn.Module):
@@ -55,7 +70,7 @@ class CornerPad(nn.Module):
                 pads.append(padded_size(size, s) - size)
                 continue
             windows = (size + s - 1) // s  # ceil(size / s)
-            pads.append(max((windows - 1) * s + span - size, 0))
+            pads.append(torch.sym_max((windows - 1) * s + span - size, 0))
         return pads[0], pads[1]
 
     def forward(self, x: Tensor) -> Tensor:

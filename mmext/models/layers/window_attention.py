@@ -19,7 +19,8 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor
 
-from .padding import pad_needed, padded_size
+from mmext.utils.precision import full_precision, upcast
+from .padding import pad_needed, pad_to_multiple
 
 __all__ = ['WindowMSA', 'ShiftWindowMSA', 'relative_position_index']
 
@@ -116,13 +117,13 @@ class WindowMSA(BaseModule):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (bw, heads, N, d)
         # 4-D inputs and a 4-D mask keep SDPA on its fused CPU kernel; a 3-D
         # mask or 5-D inputs send it to the unfused path (~4x slower)
-        bias = self.relative_bias().to(q.dtype).unsqueeze(0)
+        bias = self.relative_bias().unsqueeze(0)
         if mask is not None:
             nw = mask.shape[0]
             if bw % nw != 0:
                 raise ValueError(f'{bw} windows cannot be grouped by a mask '
                                  f'for {nw} windows per image')
-            bias = bias + mask.to(q.dtype).unsqueeze(1)  # (nW, heads, N, N)
+            bias = bias + mask.to(bias.dtype).unsqueeze(1)  # nW, heads, N, N
             # a view for one image, one copy of the mask per image otherwise
             bias = bias.expand(bw // nw, nw, heads, n, n).reshape(
                 bw, heads, n, n)
@@ -133,15 +134,20 @@ class WindowMSA(BaseModule):
             # back to an unfused path with extra masking passes; one batched
             # GEMM that adds the bias makes a Swin training step ~8% faster
             d = c // heads
-            scores = torch.baddbmm(
-                bias.expand(bw, heads, n, n).reshape(bw * heads, n, n),
-                (q * self.scale).reshape(bw * heads, n, d),
-                k.reshape(bw * heads, n, d).transpose(1, 2))
-            attn = F.dropout(scores.softmax(-1), drop, self.training)
-            out = torch.bmm(attn, v.reshape(bw * heads, n, d))
+            # logits and softmax in float32 under mixed precision, as
+            # SDPA's kernels compute them
+            with full_precision(q.device.type):
+                scores = torch.baddbmm(
+                    upcast(bias).expand(bw, heads, n, n).reshape(
+                        bw * heads, n, n),
+                    (upcast(q) * self.scale).reshape(bw * heads, n, d),
+                    upcast(k).reshape(bw * heads, n, d).transpose(1, 2))
+                attn = F.dropout(scores.softmax(-1), drop, self.training)
+            out = torch.bmm(attn.to(v.dtype), v.reshape(bw * heads, n, d))
         else:
             out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=bias, dropout_p=drop, scale=self.scale)
+                q, k, v, attn_mask=bias.to(q.dtype), dropout_p=drop,
+                scale=self.scale)
         out = out.reshape(bw, heads, n, c // heads).transpose(1, 2)
         out = self.proj(out.reshape(bw, n, c))
         return self.proj_drop(out)
@@ -199,17 +205,35 @@ class ShiftWindowMSA(BaseModule):
                                **msa_kwargs)
 
     def _shift_mask(self, hp: int, wp: int, device) -> Tensor:
+        """``(nW, N, N)`` mask: -100 between tokens of a window that came
+        from different regions of the rolled map. The region of a row
+        (column) is 0, 1 or 2 by its distance from the bottom (right)
+        border; comparisons keep the mask a function of the map size."""
         ws, s = self.window_size, self.shift_size
-        region = torch.zeros((1, hp, wp, 1), device=device)
-        cuts = (slice(0, -ws), slice(-ws, -s), slice(-s, None))
-        label = 0
-        for hs in cuts:
-            for wsl in cuts:
-                region[:, hs, wsl, :] = label
-                label += 1
+
+        def regions(size):
+            pos = torch.arange(size, device=device)
+            return (pos >= size - ws).long() + (pos >= size - s).long()
+
+        region = regions(hp)[:, None] * 3 + regions(wp)[None, :]
+        region = region.to(torch.float32)[None, :, :, None]
         region = _window_partition(region, (ws, ws)).squeeze(-1)  # nW, N
         diff = region.unsqueeze(1) - region.unsqueeze(2)
         return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.)
+
+    def _shift_for(self, h, w, device) -> Union[int, Tensor]:
+        """The shift of an ``h x w`` map: ``shift_size``, or 0 on a map no
+        larger than a window without ``pad_small_map``. While
+        compiling or exporting that choice is a boolean 0-d tensor (shift
+        or not), so that the graph makes it for each input instead of
+        keeping (or guarding on) the example's."""
+        ws, s = self.window_size, self.shift_size
+        if self.pad_small_map or not s:
+            return s
+        if torch.compiler.is_compiling():
+            return torch.scalar_tensor(torch.sym_min(h, w),
+                                       device=device) > ws
+        return 0 if min(h, w) <= ws else s
 
     def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
         """``x``: ``(B, H * W, C)`` tokens of an ``H x W`` map."""
@@ -218,21 +242,24 @@ class ShiftWindowMSA(BaseModule):
         if length != h * w:
             raise ValueError(f'got {length} tokens for a {h}x{w} map')
         ws = self.window_size
-        x = x.view(b, h, w, c)
-        hp, wp = padded_size(h, ws), padded_size(w, ws)
-        if pad_needed(hp - h, wp - w):
-            x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
+        x, hp, wp = pad_to_multiple(x.view(b, h, w, c), ws)
+        shift = self._shift_for(h, w, x.device)
         mask = None
-        shift = self.shift_size
-        if not self.pad_small_map and min(h, w) <= ws:
-            shift = 0
-        if shift > 0:
+        if torch.is_tensor(shift):
+            # the graph's choice: rolled or not, the mask zeroed if not
+            s = self.shift_size
+            x = torch.where(shift, torch.roll(x, (-s, -s), (1, 2)), x)
+            mask = self._shift_mask(hp, wp, x.device) * shift
+        elif shift:
             x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
             mask = self._shift_mask(hp, wp, x.device)
         windows = _window_partition(x, (ws, ws))
         windows = self.w_msa(windows, mask=mask)
         x = _window_reverse(windows, (ws, ws), b, hp, wp)
-        if shift > 0:
+        if torch.is_tensor(shift):
+            s = self.shift_size
+            x = torch.where(shift, torch.roll(x, (s, s), (1, 2)), x)
+        elif shift:
             x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
         if pad_needed(hp - h, wp - w):
             # always a copy: a reshape would check contiguity, which while

@@ -11,11 +11,12 @@ from typing import Optional, Sequence, Tuple
 
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn import ConvModule, build_activation_layer, build_norm_layer
+from mmcv.cnn import ConvModule, build_activation_layer
 from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmext.registry import MODELS
+from ..layers import build_norm
 
 __all__ = ['SimpleFeaturePyramid']
 
@@ -88,7 +89,7 @@ class SimpleFeaturePyramid(BaseModule):
         if factor == 4:
             return nn.Sequential(
                 up(channels, channels // 2),
-                build_norm_layer(norm_cfg, channels // 2)[1],
+                build_norm(norm_cfg, channels // 2),
                 build_activation_layer(act_cfg),
                 up(channels // 2, channels // 4)), channels // 4
         if factor == 2:
@@ -113,4 +114,6 @@ class SimpleFeaturePyramid(BaseModule):
         ]
         while len(outs) < self.num_outs:
             outs.append(F.max_pool2d(outs[-1], 1, stride=2))
-        return tuple(outs)
+        # LN2d leaves channels-last strides; mmcv's RoIAlign kernels (CPU
+        # and CUDA) index the raw NCHW buffer and pool garbage from them
+        return tuple(out.contiguous() for out in outs)

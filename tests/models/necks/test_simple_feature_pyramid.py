@@ -17,6 +17,21 @@ def test_levels_from_one_map(hw):
                                        (2, 32, -(-h // 2), -(-w // 2))]
 
 
+def test_outputs_are_contiguous_for_mmcv_roi_align():
+    """mmcv's RoIAlign reads its input as a plain NCHW buffer: on the
+    channels-last strides LN2d leaves, it pools wrong values."""
+    from mmcv.ops import roi_align
+    from torchvision.ops import roi_align as tv_roi_align
+    neck = SimpleFeaturePyramid(16, 8).eval()
+    with torch.no_grad():
+        outs = neck([torch.randn(1, 16, 6, 5)])
+    assert all(out.is_contiguous() for out in outs)
+    rois = torch.tensor([[0., 1., 2., 15., 20.], [0., 0., 0., 19., 23.]])
+    torch.testing.assert_close(
+        roi_align(outs[0], rois, (7, 7), 1., 0, 'avg', True),
+        tv_roi_align(outs[0], rois, (7, 7), 1., 0, True))
+
+
 def test_one_map_per_level_and_extra_outputs():
     neck = SimpleFeaturePyramid(16, 8, scale_factors=(2, 1), num_outs=3)
     maps = [torch.randn(1, 16, 6, 6), torch.randn(1, 16, 6, 6)]
