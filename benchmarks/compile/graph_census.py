@@ -121,6 +121,8 @@ def main(argv=None):
     parser.add_argument('--modes', nargs='+', default=['infer', 'train'])
     parser.add_argument('--no-dynamic', dest='dynamic',
                         action='store_false')
+    parser.add_argument('--timeout', type=float, default=1800,
+                        help='seconds per family and mode')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -142,17 +144,24 @@ def main(argv=None):
         for name in names:
             spec = dict(family=name, mode=mode, dynamic=args.dynamic,
                         repo=repo)
-            proc = subprocess.run(
-                [sys.executable, osp.abspath(__file__), '--out', args.out,
-                 '--worker', json.dumps(spec)],
-                cwd=repo, env=env, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, text=True)
-            found = [line for line in proc.stdout.splitlines()
-                     if line.startswith('RESULT ')]
             key = f'{name} {mode}'
+            try:
+                proc = subprocess.run(
+                    [sys.executable, osp.abspath(__file__), '--out',
+                     args.out, '--worker', json.dumps(spec)],
+                    cwd=repo, env=env, stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT, text=True,
+                    timeout=args.timeout)
+            except subprocess.TimeoutExpired:
+                results[key] = dict(error=f'not done after {args.timeout} s '
+                                    f'(load {os.getloadavg()[0]:.1f})')
+                proc = None
+            found = [] if proc is None else [
+                line for line in proc.stdout.splitlines()
+                if line.startswith('RESULT ')]
             if found:
                 results[key] = json.loads(found[-1][len('RESULT '):])
-            else:
+            elif proc is not None:
                 errors = [line for line in proc.stdout.splitlines()
                           if 'Error' in line] or ['no output']
                 results[key] = dict(error=errors[-1])
