@@ -1,12 +1,7 @@
-"""Evaluate a checkpoint: COCO box/mask AP for detection configs, mIoU (with
-the per-class table) for segmentation configs.
+"""Evaluate a checkpoint of an mmext detection or segmentation config.
 
-Examples::
-
-    python tools/test.py CONFIG CKPT                      # single scale
-    python tools/test.py CONFIG CKPT --tta                # multi-scale + flip
-    python tools/test.py CONFIG CKPT --show-dir vis/      # save drawings
-    bash tools/dist_test.sh CONFIG CKPT 8 [--tta]
+Usage, options and examples: ``python tools/test.py --help`` and the
+module docstring of :mod:`mmext.apis.test`, which this script runs.
 """
 import os.path as osp
 import sys

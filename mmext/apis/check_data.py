@@ -13,8 +13,8 @@ from mmengine.config import DictAction
 from mmext.datasets.checks import (ERROR, NOTE, WARNING, dataset_specs,
                                    full_check, quick_check)
 from mmext.utils.fileio import atomic_write
-from .config_check import (check_cfg_options, check_data, check_output_path,
-                           load_config)
+from .config_check import (check_data, check_output_path,
+                           load_config_with_options)
 from .launch import user_errors
 
 _LABELS = {ERROR: 'ERROR  ', WARNING: 'warning', NOTE: 'note   '}
@@ -55,10 +55,7 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-    cfg = load_config(args.config)
-    check_cfg_options(cfg, args.cfg_options, args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config_with_options(args.config, args.cfg_options)
     if args.out:
         check_output_path(args.out, '--out')
     splits = [s for s in args.splits if cfg.get(f'{s}_dataloader')]

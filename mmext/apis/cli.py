@@ -7,7 +7,7 @@ import sys
 
 from mmengine.config import Config, DictAction
 
-from .config_check import check_cfg_options, check_output_path, load_config
+from .config_check import check_output_path, load_config_with_options
 from .launch import user_errors
 
 #: ``--compile-backbone`` modes -> ``compile_backbone`` (torch.compile's
@@ -76,10 +76,7 @@ def load_cfg(args) -> Config:
     """``args.config`` with ``--cfg-options`` merged in (each key checked
     against the config first), the launcher and the work dir (default
     ``work_dirs/<config name>``, checked to be writable)."""
-    cfg = load_config(args.config)
-    check_cfg_options(cfg, args.cfg_options, args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config_with_options(args.config, args.cfg_options)
     cfg.launcher = args.launcher
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir

@@ -284,6 +284,16 @@ def check_cfg_options(cfg: Config, options: Optional[dict],
             break
 
 
+def load_config_with_options(path: str, options: Optional[dict]) -> Config:
+    """:func:`load_config` with ``--cfg-options`` merged in, each key
+    checked against the config first (:func:`check_cfg_options`)."""
+    cfg = load_config(path)
+    check_cfg_options(cfg, options, path)
+    if options:
+        cfg.merge_from_dict(options)
+    return cfg
+
+
 # --------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------

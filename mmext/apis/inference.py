@@ -29,8 +29,8 @@ from mmengine.config import Config, DictAction
 
 from mmext.errors import ConfigError
 from mmext.utils.fileio import atomic_write
-from .config_check import (check_cfg_options, check_checkpoint,
-                           check_output_path, config_task, load_config)
+from .config_check import (check_checkpoint, check_output_path,
+                           config_task, load_config_with_options)
 from .image_inputs import check_images, find_images
 from .launch import user_errors
 
@@ -180,10 +180,7 @@ def setup(args) -> Tuple[Config, str, Dict[str, tuple], Dict[str, list]]:
     """Every check that needs no model: the config, the checkpoint file,
     the images, the output files and the device. Returns the config, the
     out dir, ``{image: (h, w)}`` and ``{image: files to write}``."""
-    cfg = load_config(args.config)
-    check_cfg_options(cfg, args.cfg_options, args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config_with_options(args.config, args.cfg_options)
     task = config_task(cfg, TOOL)
     pipeline = cfg.get('test_dataloader', {}).get('dataset', {}).get(
         'pipeline')
