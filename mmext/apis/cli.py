@@ -10,6 +10,12 @@ from mmengine.config import Config, DictAction
 from .config_check import check_output_path, load_config_with_options
 from .launch import user_errors
 
+#: ``--compile-backbone`` modes -> ``compile_backbone`` (torch.compile's
+#: ``dynamic``)
+COMPILE_MODES = dict(auto=dict(dynamic=None),
+                     dynamic=dict(dynamic=True),
+                     static=dict(dynamic=False))
+
 
 def tool_parser(task: str, work_dir_holds: str) -> argparse.ArgumentParser:
     """The parser of ``tools/{task}.py`` ('train' or 'test') with ``config``
@@ -41,6 +47,15 @@ def tool_parser(task: str, work_dir_holds: str) -> argparse.ArgumentParser:
         'annotations and lists the image folders; tools/check_data.py '
         'makes the full one)')
     parser.add_argument(
+        '--compile-backbone',
+        nargs='?',
+        const='auto',
+        choices=sorted(COMPILE_MODES),
+        help='torch.compile the backbone (config key compile_backbone; '
+        'docs/compile.md): auto (default: one graph for the first input '
+        'size, one with dynamic height/width after the next), dynamic '
+        '(dynamic from the first call) or static (one graph per size)')
+    parser.add_argument(
         '--debug',
         action='store_true',
         help='show the full traceback of an error (it is always written '
@@ -69,6 +84,8 @@ def load_cfg(args) -> Config:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
     check_output_path(cfg.work_dir, 'work dir', folder=True)
+    if args.compile_backbone:
+        cfg.compile_backbone = COMPILE_MODES[args.compile_backbone]
     return cfg
 
 

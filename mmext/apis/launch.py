@@ -135,9 +135,14 @@ def build_runner(cfg: Config) -> Runner:
     if 'runner_type' in cfg and cuda_available():
         from mmengine.registry import RUNNERS
 
+        from mmext.engine.compile import compile_backbone_hook
         from mmext.engine.hooks import mmext_default_hooks
         cfg.default_hooks = mmext_default_hooks(cfg.get('default_hooks'))
-        return RUNNERS.build(cfg)
+        runner = RUNNERS.build(cfg)
+        hook = compile_backbone_hook(cfg)  # MMExtRunner does this itself
+        if hook is not None:
+            runner.register_hook(hook)
+        return runner
     from mmext.engine import MMExtRunner
     return MMExtRunner.from_cfg(cfg)
 

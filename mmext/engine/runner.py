@@ -12,6 +12,7 @@ from mmext.utils.checkpoint import (check_finite_weights,
                                     check_state_dict_fits,
                                     load_checkpoint_file, resume_checkpoint,
                                     state_dict_from)
+from .compile import compile_backbone_hook
 from .data_errors import guard_pipelines
 from .hooks import mmext_default_hooks
 from .preemption import ignore_sigterm_in_workers
@@ -42,6 +43,9 @@ class MMExtRunner(Runner):
       of the work dir, says when there is none (and starts from scratch),
       and stops with one line when there are checkpoints but none is usable;
       a file that is not a training checkpoint is refused before loading.
+    * ``compile_backbone`` in the config (True or ``torch.compile``
+      keywords) compiles the model's backbone
+      (:class:`~mmext.engine.compile.CompileBackboneHook`).
     * With ``strict_load = True`` (``tools/test.py``), ``load_from`` must
       fit the model exactly (keys and shapes), otherwise
       :class:`~mmext.utils.checkpoint.CheckpointMismatchError`.
@@ -51,6 +55,12 @@ class MMExtRunner(Runner):
 
     #: refuse a ``load_from`` checkpoint that does not fit the model
     strict_load = False
+
+    def register_hooks(self, default_hooks=None, custom_hooks=None) -> None:
+        super().register_hooks(default_hooks, custom_hooks)
+        hook = compile_backbone_hook(self.cfg)
+        if hook is not None:
+            self.register_hook(hook)
 
     def register_default_hooks(self, hooks: Optional[dict] = None) -> None:
         super().register_default_hooks(mmext_default_hooks(hooks))

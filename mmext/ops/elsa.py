@@ -203,7 +203,9 @@ def _depthwise(x: Tensor, weight: Tensor, kernel_size: int,
         groups=x.shape[1])
 
 
-class _ShiftAccumulate(Function):
+def shift_accumulate(v: Tensor, attn: Tensor, mul: Optional[Tensor],
+                     add: Optional[Tensor], kernel_size: int,
+                     dilation: int) -> Tensor:
     """The whole filter on ``v`` viewed as ``(B, G, Cg, H, W)``.
 
     ``attn`` is ``(B, G, K*K, H, W)``; ``mul`` / ``add`` are ``(G, Cg, K*K)``
@@ -213,80 +215,97 @@ class _ShiftAccumulate(Function):
     inputs, the forward holds the output and the backward the gradients plus
     one temporary of the size of a band of rows.
     """
+    B, G, Cg, H, W = v.shape
+    if add is None:
+        out = torch.zeros_like(v)
+    else:  # the static term first, then accumulate into it
+        out = _depthwise(v.view(B, G * Cg, H, W), add, kernel_size,
+                         dilation).view_as(v).contiguous()
+    for k, oy, ox, iy, ix in _taps(v.shape, attn.shape[2], kernel_size,
+                                   dilation):
+        a = attn[:, :, k:k + 1, oy, ox]
+        if mul is not None:
+            a = a * mul[None, :, :, k, None, None]
+        out[..., oy, ox].addcmul_(v[..., iy, ix], a)
+    return out
+
+
+def shift_accumulate_backward(grad_out: Tensor, v: Tensor, attn: Tensor,
+                              mul: Optional[Tensor], add: Optional[Tensor],
+                              ks: int, dil: int, needs) -> Tuple:
+    """Gradients of :func:`shift_accumulate` with respect to ``v, attn,
+    mul, add`` (None where ``needs`` says no, or the input is None), in
+    the forward's dtype even if called under autocast."""
+    with full_precision(grad_out.device.type):
+        return _shift_accumulate_backward(grad_out, v, attn, mul, add, ks,
+                                          dil, needs)
+
+
+def _shift_accumulate_backward(grad_out, v, attn, mul, add, ks, dil, needs):
+    need_v, need_a, need_m, need_add = needs
+    grad_out = grad_out.contiguous()
+    B, G, Cg, H, W = v.shape
+    grad_v = None
+    if need_v:
+        if add is not None:  # transpose of the depthwise conv
+            grad_v = _depthwise(
+                grad_out.view(B, G * Cg, H, W),
+                add.reshape(G * Cg, ks, ks).flip(-2, -1), ks,
+                dil).view_as(v)
+        else:
+            grad_v = torch.zeros_like(v)
+    grad_a = torch.zeros_like(attn) if need_a else None
+    grad_m = torch.zeros_like(mul) if (need_m and mul is not None) \
+        else None
+    grad_add = torch.zeros_like(add) if (need_add and add is not None) \
+        else None
+    need_prod = need_a or grad_m is not None or grad_add is not None
+    record_macs('elsa_filter', v.numel() * attn.shape[2] *
+                (int(need_v) + int(need_prod)))
+    buf = None
+    for k, oy, ox, iy, ix in _taps(v.shape, attn.shape[2], ks, dil):
+        go = grad_out[..., oy, ox]
+        a = attn[:, :, k:k + 1, oy, ox]
+        mk = None if mul is None else mul[None, :, :, k, None, None]
+        if need_v:
+            grad_v[..., iy, ix].addcmul_(go, a if mk is None else a * mk)
+        if not need_prod:
+            continue
+        # go * shifted v, in a reused band-sized buffer
+        if buf is None or buf.numel() < go.numel():
+            buf = go.new_empty(go.numel())
+        prod = torch.mul(
+            go, v[..., iy, ix], out=buf[:go.numel()].view(go.shape))
+        if grad_add is not None:
+            grad_add[:, :, k] += prod.sum((0, 3, 4))
+        if grad_m is not None:
+            grad_m[:, :, k] += (prod * a).sum((0, 3, 4))
+        if need_a:
+            if mk is not None:
+                prod.mul_(mk)
+            grad_a[:, :, k, oy, ox] = prod.sum(2)
+    return grad_v, grad_a, grad_m, grad_add
+
+
+class _ShiftAccumulate(Function):
+    """:func:`shift_accumulate` with its hand-written backward (eager mode;
+    ``torch.compile`` sees the same code as the opaque custom op of
+    :mod:`mmext.ops.elsa_custom_op`)."""
 
     @staticmethod
     def forward(ctx, v, attn, mul, add, kernel_size, dilation):
-        B, G, Cg, H, W = v.shape
-        if add is None:
-            out = torch.zeros_like(v)
-        else:  # the static term first, then accumulate into it
-            out = _depthwise(v.view(B, G * Cg, H, W), add, kernel_size,
-                             dilation).view_as(v).contiguous()
-        for k, oy, ox, iy, ix in _taps(v.shape, attn.shape[2], kernel_size,
-                                       dilation):
-            a = attn[:, :, k:k + 1, oy, ox]
-            if mul is not None:
-                a = a * mul[None, :, :, k, None, None]
-            out[..., oy, ox].addcmul_(v[..., iy, ix], a)
         ctx.kernel_size = kernel_size
         ctx.dilation = dilation
         ctx.save_for_backward(v, attn, mul, add)
-        return out
+        return shift_accumulate(v, attn, mul, add, kernel_size, dilation)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        # in the forward's dtype, even if backward() is called under autocast
-        with full_precision(grad_out.device.type):
-            return _ShiftAccumulate._backward(ctx, grad_out)
-
-    @staticmethod
-    def _backward(ctx, grad_out):
-        v, attn, mul, add = ctx.saved_tensors
-        need_v, need_a, need_m, need_add = ctx.needs_input_grad[:4]
-        ks, dil = ctx.kernel_size, ctx.dilation
-        grad_out = grad_out.contiguous()
-        B, G, Cg, H, W = v.shape
-        grad_v = None
-        if need_v:
-            if add is not None:  # transpose of the depthwise conv
-                grad_v = _depthwise(
-                    grad_out.view(B, G * Cg, H, W),
-                    add.reshape(G * Cg, ks, ks).flip(-2, -1), ks,
-                    dil).view_as(v)
-            else:
-                grad_v = torch.zeros_like(v)
-        grad_a = torch.zeros_like(attn) if need_a else None
-        grad_m = torch.zeros_like(mul) if (need_m and mul is not None) \
-            else None
-        grad_add = torch.zeros_like(add) if (need_add and add is not None) \
-            else None
-        need_prod = need_a or grad_m is not None or grad_add is not None
-        record_macs('elsa_filter', v.numel() * attn.shape[2] *
-                    (int(need_v) + int(need_prod)))
-        buf = None
-        for k, oy, ox, iy, ix in _taps(v.shape, attn.shape[2], ks, dil):
-            go = grad_out[..., oy, ox]
-            a = attn[:, :, k:k + 1, oy, ox]
-            mk = None if mul is None else mul[None, :, :, k, None, None]
-            if need_v:
-                grad_v[..., iy, ix].addcmul_(go, a if mk is None else a * mk)
-            if not need_prod:
-                continue
-            # go * shifted v, in a reused band-sized buffer
-            if buf is None or buf.numel() < go.numel():
-                buf = go.new_empty(go.numel())
-            prod = torch.mul(
-                go, v[..., iy, ix], out=buf[:go.numel()].view(go.shape))
-            if grad_add is not None:
-                grad_add[:, :, k] += prod.sum((0, 3, 4))
-            if grad_m is not None:
-                grad_m[:, :, k] += (prod * a).sum((0, 3, 4))
-            if need_a:
-                if mk is not None:
-                    prod.mul_(mk)
-                grad_a[:, :, k, oy, ox] = prod.sum(2)
-        return grad_v, grad_a, grad_m, grad_add, None, None
+        grads = shift_accumulate_backward(grad_out, *ctx.saved_tensors,
+                                          ctx.kernel_size, ctx.dilation,
+                                          ctx.needs_input_grad[:4])
+        return grads + (None, None)
 
 
 def _filter_pytorch(v, attn, ghost_add, ghost_mul, heads, kernel_size,
@@ -300,7 +319,11 @@ def _filter_pytorch(v, attn, ghost_add, ghost_mul, heads, kernel_size,
         mul = ghost_mul.reshape(heads, C // heads, kk).to(v.dtype)
     if ghost_add is not None:
         add = ghost_add.reshape(heads, C // heads, kk).to(v.dtype)
-    out = _ShiftAccumulate.apply(v5, a5, mul, add, kernel_size, dilation)
+    # the compiler cannot trace the tap loop for any size: it sees an
+    # opaque op (registered in mmext.ops.elsa_custom_op) running this code
+    apply = torch.ops.mmext.elsa_shift_accumulate \
+        if torch.compiler.is_compiling() else _ShiftAccumulate.apply
+    out = apply(v5, a5, mul, add, kernel_size, dilation)
     return out.view(B, C, H, W)
 
 

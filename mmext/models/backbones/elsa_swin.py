@@ -23,6 +23,7 @@ from torch import Tensor
 from mmext.ops import ELSA_IMPLS, elsa_filter
 from mmext.registry import MODELS
 from ..layers import PreNormBlock, SwinBlock, fp32_norm, softmax
+from ..layers.padding import use_corner_pad
 from .swin_like import SwinLikeBackbone, SwinLikeStage
 
 __all__ = ['ELSASwin', 'ELSAttention', 'ELSABlock', 'SwinBlock']
@@ -252,4 +253,4 @@ class ELSASwin(SwinLikeBackbone):
                                norm_cfg=self.norm_cfg,
                                bias=False)
         merging.norm = fp32_norm(merging.norm)
-        return SwinLikeStage(blocks, merging)
+        return SwinLikeStage(blocks, use_corner_pad(merging))

@@ -112,10 +112,10 @@ class ConvFFN(nn.Module):
 
     def _band_rows(self, x: Tensor, hw: Tuple[int, int]) -> int:
         """Rows per band, or 0 to run the whole map at once."""
-        # (an exported graph runs whole maps: the bands are Python loops over
-        # the example's height)
+        # (a compiled or exported graph runs whole maps: the bands are a
+        # Python loop over the height, which a graph would fix)
         if torch.is_grad_enabled() or x.device.type != 'cpu' or \
-                torch.compiler.is_exporting():
+                torch.compiler.is_compiling():
             return 0
         height, width = hw
         bytes_per_row = x.shape[0] * width * self.fc1.out_features * \

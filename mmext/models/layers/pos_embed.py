@@ -13,9 +13,10 @@ def resize_pos_embed(pos_embed: Tensor,
                      mode: str = 'bicubic') -> Tensor:
     """Resize a ``(1, extra + Hs*Ws, C)`` position embedding to the patch
     grid ``dst_hw``; the first ``num_extra_tokens`` (class token, ...) are
-    kept as they are. A no-op when the grids match (in eager mode: an
-    exported graph resizes whatever the grid, an identity at equal sizes)."""
-    if not torch.compiler.is_exporting() and tuple(src_hw) == tuple(dst_hw):
+    kept as they are. A no-op when the grids match (in eager mode: a
+    compiled or exported graph resizes whatever the grid, an identity at
+    equal sizes, so that it holds for every size without a guard)."""
+    if not torch.compiler.is_compiling() and tuple(src_hw) == tuple(dst_hw):
         return pos_embed
     extra, grid = pos_embed[:, :num_extra_tokens], pos_embed[:,
                                                              num_extra_tokens:]

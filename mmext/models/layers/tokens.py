@@ -37,10 +37,13 @@ def build_patch_embed(in_channels: int, embed_dims: int, patch_size: int,
                       norm_cfg: dict = None):
     """mmcv's ``PatchEmbed`` as the Swin-like backbones use it: a
     ``patch_size`` conv with stride ``patch_size``, the input padded at the
-    bottom/right to a multiple of it (any input size), then ``norm_cfg``."""
+    bottom/right to a multiple of it (any input size; by
+    :class:`~mmext.models.layers.padding.CornerPad`, one traced graph for
+    every size), then ``norm_cfg``."""
     from mmcv.cnn.bricks.transformer import PatchEmbed
 
     from .norm import fp32_norm
+    from .padding import use_corner_pad
     embed = PatchEmbed(
         in_channels=in_channels,
         embed_dims=embed_dims,
@@ -51,4 +54,4 @@ def build_patch_embed(in_channels: int, embed_dims: int, patch_size: int,
         norm_cfg=norm_cfg)
     if embed.norm is not None:
         embed.norm = fp32_norm(embed.norm)
-    return embed
+    return use_corner_pad(embed)

@@ -20,7 +20,7 @@ from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor
 
 from mmext.utils.precision import full_precision, upcast
-from .padding import pad_to_multiple
+from .padding import pad_needed, pad_to_multiple
 
 __all__ = ['WindowMSA', 'ShiftWindowMSA', 'relative_position_index']
 
@@ -153,17 +153,21 @@ class WindowMSA(BaseModule):
         return self.proj_drop(out)
 
 
+# explicit sizes instead of -1 in the views: with symbolic (compiled,
+# dynamic) shapes a -1 becomes a division the shape engine must simplify
 def _window_partition(x: Tensor, ws: Tuple[int, int]) -> Tensor:
     b, h, w, c = x.shape
-    x = x.view(b, h // ws[0], ws[0], w // ws[1], ws[1], c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, ws[0] * ws[1], c)
+    nh, nw = h // ws[0], w // ws[1]
+    x = x.view(b, nh, ws[0], nw, ws[1], c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b * nh * nw, ws[0] * ws[1],
+                                               c)
 
 
-def _window_reverse(windows: Tensor, ws: Tuple[int, int], h: int,
+def _window_reverse(windows: Tensor, ws: Tuple[int, int], b: int, h: int,
                     w: int) -> Tensor:
     c = windows.shape[-1]
-    x = windows.view(-1, h // ws[0], w // ws[1], ws[0], ws[1], c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
+    x = windows.view(b, h // ws[0], w // ws[1], ws[0], ws[1], c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
 
 
 class ShiftWindowMSA(BaseModule):
@@ -219,14 +223,14 @@ class ShiftWindowMSA(BaseModule):
 
     def _shift_for(self, h, w, device) -> Union[int, Tensor]:
         """The shift of an ``h x w`` map: ``shift_size``, or 0 on a map no
-        larger than a window without ``pad_small_map``. Under
-        ``torch.export`` that choice is a boolean 0-d tensor (shift or
-        not), so that the graph makes it for each input instead of keeping
-        the example's."""
+        larger than a window without ``pad_small_map``. While
+        compiling or exporting that choice is a boolean 0-d tensor (shift
+        or not), so that the graph makes it for each input instead of
+        keeping (or guarding on) the example's."""
         ws, s = self.window_size, self.shift_size
         if self.pad_small_map or not s:
             return s
-        if torch.compiler.is_exporting():
+        if torch.compiler.is_compiling():
             return torch.scalar_tensor(torch.sym_min(h, w),
                                        device=device) > ws
         return 0 if min(h, w) <= ws else s
@@ -251,11 +255,14 @@ class ShiftWindowMSA(BaseModule):
             mask = self._shift_mask(hp, wp, x.device)
         windows = _window_partition(x, (ws, ws))
         windows = self.w_msa(windows, mask=mask)
-        x = _window_reverse(windows, (ws, ws), hp, wp)
+        x = _window_reverse(windows, (ws, ws), b, hp, wp)
         if torch.is_tensor(shift):
             s = self.shift_size
             x = torch.where(shift, torch.roll(x, (s, s), (1, 2)), x)
         elif shift:
             x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
-        x = x[:, :h, :w, :]
-        return x.reshape(b, h * w, c)
+        if pad_needed(hp - h, wp - w):
+            # always a copy: a reshape would check contiguity, which while
+            # compiling is a guard on whether the map was padded
+            x = x[:, :h, :w, :].clone(memory_format=torch.contiguous_format)
+        return x.view(b, h * w, c)
