@@ -34,12 +34,13 @@ import json
 import os
 import os.path as osp
 import statistics
-import subprocess
 import sys
 import time
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO)
+from case_runner import (load_results, report, run_case,  # noqa: E402
+                         save_results)
 
 #: name -> backbone config; A-ViT's gate centre is calibrated at run time
 MODELS = {
@@ -231,45 +232,28 @@ def main(argv=None):
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        spec = json.loads(args.worker)
-        print('RESULT ' + json.dumps(run_worker(spec)), flush=True)
+        report(run_worker(json.loads(args.worker)))
         return
 
-    from mmext.utils.fileio import atomic_write
-    results = {}
-    if osp.exists(args.out):
-        with open(args.out) as f:
-            results = json.load(f)
+    results = load_results(args.out)
     for case in CASES:
         if args.only and case[0] not in args.only or \
                 case[1] not in args.modes:
             continue
         spec = dict(case=case, rounds=args.rounds, threads=args.threads)
         print(f'== {case_key(case)}', flush=True)
-        proc = subprocess.run(
-            [sys.executable, osp.abspath(__file__), '--out', args.out,
-             '--worker', json.dumps(spec)],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True)
-        found = [line for line in proc.stdout.splitlines()
-                 if line.startswith('RESULT ')]
-        if proc.returncode or not found:
-            tail = proc.stdout.strip().splitlines()[-1:] or ['no output']
-            results[case_key(case)] = dict(error=tail[0])
-            print(f'   failed: {tail[0]}', flush=True)
+        result = run_case(__file__, args.out, spec, cwd=REPO)
+        if 'error' in result:
+            results[case_key(case)] = result
+            print(f'   failed: {result["error"]}', flush=True)
         else:
-            result = json.loads(found[-1][len('RESULT '):])
             results[result['case']] = result
             print(f'   compile {result["compile_s"]:.0f} s, eager '
                   f'{result["median_wall_s"]["eager"]:.3f} s, compiled '
                   f'{result["median_wall_s"]["compiled"]:.3f} s, speed-up '
                   f'{result["speedup_wall"]:.2f} (load '
                   f'{result["load_range"][1]:.1f})', flush=True)
-        with atomic_write(args.out, 'w', force=True) as f:
-            json.dump(results, f, indent=1)
-        with atomic_write(osp.splitext(args.out)[0] + '.md', 'w',
-                          force=True) as f:
-            f.write(markdown(results))
+        save_results(args.out, results, markdown)
 
 
 if __name__ == '__main__':

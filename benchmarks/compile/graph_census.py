@@ -20,11 +20,12 @@ import json
 import logging
 import os
 import os.path as osp
-import subprocess
 import sys
 import time
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from case_runner import (load_results, report, run_case,  # noqa: E402
+                         save_results)
 #: non-multiples of 32, 16 and 7 among them; all below 128 pixels, where
 #: Shuffle Swin's unshifted small maps (pad_small_map=False) stay unshifted
 SIZES = [(64, 96), (96, 64), (72, 100), (100, 72)]
@@ -126,16 +127,11 @@ def main(argv=None):
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print('RESULT ' + json.dumps(run_worker(json.loads(args.worker))),
-              flush=True)
+        report(run_worker(json.loads(args.worker)))
         return
 
     sys.path.insert(0, REPO)
-    from mmext.utils.fileio import atomic_write
-    results = {}
-    if osp.exists(args.out):
-        with open(args.out) as f:
-            results = json.load(f)
+    results = load_results(args.out)
     repo = osp.abspath(args.repo)
     env = dict(os.environ, PYTHONPATH=repo)
     names = args.families or ['DualViT', 'ELSASwin', 'AViT', 'ShuffleSwin',
@@ -145,32 +141,10 @@ def main(argv=None):
             spec = dict(family=name, mode=mode, dynamic=args.dynamic,
                         repo=repo)
             key = f'{name} {mode}'
-            try:
-                proc = subprocess.run(
-                    [sys.executable, osp.abspath(__file__), '--out',
-                     args.out, '--worker', json.dumps(spec)],
-                    cwd=repo, env=env, stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT, text=True,
-                    timeout=args.timeout)
-            except subprocess.TimeoutExpired:
-                results[key] = dict(error=f'not done after {args.timeout} s '
-                                    f'(load {os.getloadavg()[0]:.1f})')
-                proc = None
-            found = [] if proc is None else [
-                line for line in proc.stdout.splitlines()
-                if line.startswith('RESULT ')]
-            if found:
-                results[key] = json.loads(found[-1][len('RESULT '):])
-            elif proc is not None:
-                errors = [line for line in proc.stdout.splitlines()
-                          if 'Error' in line] or ['no output']
-                results[key] = dict(error=errors[-1])
+            results[key] = run_case(__file__, args.out, spec, cwd=repo,
+                                    env=env, timeout=args.timeout)
             print(key, json.dumps(results[key])[:300], flush=True)
-            with atomic_write(args.out, 'w', force=True) as f:
-                json.dump(results, f, indent=1)
-            with atomic_write(osp.splitext(args.out)[0] + '.md', 'w',
-                              force=True) as f:
-                f.write(markdown(results))
+            save_results(args.out, results, markdown)
 
 
 if __name__ == '__main__':

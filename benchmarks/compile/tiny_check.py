@@ -22,12 +22,13 @@ import argparse
 import json
 import os
 import os.path as osp
-import subprocess
 import sys
 import time
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO)
+from case_runner import (load_results, report, run_case,  # noqa: E402
+                         save_results)
 STATIC_SIZES = [(64, 96)]
 DYNAMIC_SIZES = [(64, 96), (96, 64), (72, 100)]
 
@@ -126,16 +127,11 @@ def main(argv=None):
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print('RESULT ' + json.dumps(run_worker(json.loads(args.worker))),
-              flush=True)
+        report(run_worker(json.loads(args.worker)))
         return
 
-    from mmext.utils.fileio import atomic_write
     from tests.families import FAMILIES
-    results = {}
-    if osp.exists(args.out):
-        with open(args.out) as f:
-            results = json.load(f)
+    results = load_results(args.out)
     for graph in args.graphs:
         for mode in args.modes:
             for family in FAMILIES:
@@ -143,25 +139,9 @@ def main(argv=None):
                     continue
                 spec = dict(family=family.type, mode=mode, graph=graph)
                 key = f'{family.type} {mode} {graph}'
-                proc = subprocess.run(
-                    [sys.executable, osp.abspath(__file__), '--out',
-                     args.out, '--worker', json.dumps(spec)],
-                    cwd=REPO, stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT, text=True)
-                found = [line for line in proc.stdout.splitlines()
-                         if line.startswith('RESULT ')]
-                if proc.returncode or not found:
-                    lines = [line for line in proc.stdout.splitlines()
-                             if 'Error' in line] or ['no result']
-                    results[key] = dict(error=lines[-1])
-                else:
-                    results[key] = json.loads(found[-1][len('RESULT '):])
+                results[key] = run_case(__file__, args.out, spec, cwd=REPO)
                 print(key, json.dumps(results[key])[:300], flush=True)
-                with atomic_write(args.out, 'w', force=True) as f:
-                    json.dump(results, f, indent=1)
-                with atomic_write(osp.splitext(args.out)[0] + '.md', 'w',
-                                  force=True) as f:
-                    f.write(markdown(results))
+                save_results(args.out, results, markdown)
 
 
 if __name__ == '__main__':

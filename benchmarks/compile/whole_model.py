@@ -20,13 +20,14 @@ import json
 import os
 import os.path as osp
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO)
+from case_runner import (load_results, report, run_case,  # noqa: E402
+                         save_results)
 SETTINGS = ('eager', 'mmengine_compile', 'compile_backbone')
 
 
@@ -150,16 +151,11 @@ def main(argv=None):
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print('RESULT ' + json.dumps(run_worker(json.loads(args.worker))),
-              flush=True)
+        report(run_worker(json.loads(args.worker)))
         return
 
     from mmext.datasets.demo import make_demo_data
-    from mmext.utils.fileio import atomic_write
-    results = {}
-    if osp.exists(args.out):
-        with open(args.out) as f:
-            results = json.load(f)
+    results = load_results(args.out)
     with tempfile.TemporaryDirectory() as tmp:
         data_root = make_demo_data(osp.join(tmp, 'data'),
                                    splits=dict(train=16, val=4))
@@ -167,21 +163,10 @@ def main(argv=None):
             spec = dict(setting=setting, backend=args.backend,
                         data_root=data_root, iters=args.iters,
                         work_dir=osp.join(tmp, setting))
-            proc = subprocess.run(
-                [sys.executable, osp.abspath(__file__), '--out', args.out,
-                 '--worker', json.dumps(spec)],
-                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                text=True)
-            found = [line for line in proc.stdout.splitlines()
-                     if line.startswith('RESULT ')]
             key = f'{setting} ({args.backend})'
-            errors = [line for line in proc.stdout.splitlines()
-                      if 'Error' in line] or ['no output']
-            results[key] = json.loads(found[-1][len('RESULT '):]) if found \
-                else dict(error=errors[-1])
+            results[key] = run_case(__file__, args.out, spec, cwd=REPO)
             print(key, json.dumps(results[key])[:400], flush=True)
-            with atomic_write(args.out, 'w', force=True) as f:
-                json.dump(results, f, indent=1)
+            save_results(args.out, results)
 
 
 if __name__ == '__main__':
